@@ -1,6 +1,10 @@
-"""Core contracts shared by every layer: Sample, PackedBatch, ChannelVocab, errors."""
+"""Core contracts shared by every layer: Sample, PackedBatch, ChannelVocab, errors.
 
-from biofm.core.batch import PackedBatch
+``PackedBatch`` (torch) loads on first use, so torch-free layers (io, eval) stay torch-free.
+"""
+
+from typing import Any
+
 from biofm.core.channels import DEFAULT_VOCAB, ChannelVocab
 from biofm.core.errors import (
     BadInputError,
@@ -25,3 +29,11 @@ __all__ = [
     "Sample",
     "UnsupportedFormatError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PackedBatch":
+        from biofm.core.batch import PackedBatch
+
+        return PackedBatch
+    raise AttributeError(f"module 'biofm.core' has no attribute {name!r}")

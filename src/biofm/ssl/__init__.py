@@ -1,1 +1,1 @@
-"""biofm.ssl."""
+"""Self-supervised objectives; each forward returns {"loss": ..., logs}."""

@@ -1,0 +1,100 @@
+"""``biofm data``: index image folders into manifests (one row per multichannel field)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from biofm.core.errors import BadInputError
+from biofm.io.filesets import DEFAULT_EXCLUDE, PRESETS, SPECIAL_PATTERNS
+from biofm.io.manifest import build_manifest, channel_counts, write_manifest
+
+_PATTERN_HELP = (
+    f"preset ({', '.join([*SPECIAL_PATTERNS, *PRESETS])}) or a regex with (?P<channel>...) "
+    "and named field groups (default: auto)"
+)
+
+
+def parse_channel_map(text: str | None) -> dict[str, str]:
+    """``"ch5=DNA,ch2=AGP"`` -> ``{"ch5": "DNA", "ch2": "AGP"}``."""
+    mapping: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, name = item.partition("=")
+        if not sep or not key.strip() or not name.strip():
+            raise BadInputError(
+                f"channel map entry {item!r} is not KEY=NAME",
+                "write --channel-map ch5=DNA,ch2=AGP (comma-separated KEY=NAME pairs)",
+            )
+        mapping[key.strip()] = name.strip()
+    return mapping
+
+
+def summary(df: pd.DataFrame, out: Path) -> str:
+    """One line: rows written and how many rows have each channel count."""
+    counts = channel_counts(df)
+    hist = ", ".join(f"{k} ch: {counts[k]}" for k in sorted(counts, key=lambda k: (k == "?", k)))
+    sources = df["source"].nunique()
+    return f"wrote {len(df)} rows ({sources} sources) to {out}; channels per row: {hist}"
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """Index FOLDER into a manifest: group per-channel files into fields with --pattern."""
+    df = build_manifest(
+        args.folder,
+        pattern=args.pattern,
+        channel_map=parse_channel_map(args.channel_map),
+        source=args.source,
+        recursive=not args.no_recursive,
+        pixel_size_um=args.pixel_size,
+        exclude=tuple(args.exclude) if args.exclude is not None else DEFAULT_EXCLUDE,
+        incomplete=args.incomplete,
+    )
+    out = write_manifest(df, args.out)
+    print(summary(df, out))
+    return 0
+
+
+def run_index_shared(args: argparse.Namespace) -> int:
+    """Index the shared real-data corpus (DATA_ROOT with dsb2018/, cellpainting_fields/, ...)."""
+    from biofm.io.corpus import shared_corpus_manifest
+
+    df = shared_corpus_manifest(args.data_root)
+    out = write_manifest(df, args.out)
+    print(summary(df, out))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``data`` with its ``index`` and ``index-shared`` subcommands."""
+    data = subparsers.add_parser(
+        "data", help="index image folders into manifests", description=__doc__
+    )
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(func=lambda _args: (data.print_help(), 2)[1])
+
+    index = sub.add_parser("index", help=run_index.__doc__, description=run_index.__doc__)
+    index.add_argument("folder", type=Path, help="folder of images (searched recursively)")
+    index.add_argument("--pattern", default="auto", help=_PATTERN_HELP)
+    index.add_argument("--channel-map", help="rename channel keys: ch5=DNA,ch2=AGP")
+    index.add_argument("--source", help="dataset name (default: the folder name)")
+    index.add_argument("--out", type=Path, default=Path("manifest.csv"),
+                       help="manifest to write (.csv or .parquet; default manifest.csv)")
+    index.add_argument("--pixel-size", type=float, help="pixel size in µm for every row")
+    index.add_argument("--no-recursive", action="store_true", help="do not enter subfolders")
+    index.add_argument("--exclude", action="append", metavar="GLOB",
+                       help="skip files/folders matching GLOB (repeatable; default: masks, labels)")
+    index.add_argument("--incomplete", choices=("skip", "error", "keep"), default="skip",
+                       help="fields lacking a channel others have (default: skip with a warning)")
+    index.set_defaults(func=run_index)
+
+    shared = sub.add_parser(
+        "index-shared", help=run_index_shared.__doc__, description=run_index_shared.__doc__
+    )
+    shared.add_argument("data_root", type=Path, help="the shared data folder")
+    shared.add_argument("--out", type=Path, default=Path("manifest.csv"),
+                        help="manifest to write (default manifest.csv)")
+    shared.set_defaults(func=run_index_shared)
