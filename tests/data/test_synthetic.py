@@ -149,14 +149,16 @@ def test_manifest_round_trip(tmp_path: Path, small: list[SyntheticImage]) -> Non
 
 # ------------------------------------------------------------------------------ treatment effects
 def test_nuclear_swelling_enlarges_nuclei(screen: list[SyntheticImage]) -> None:
+    ratios = {}
     for exp in ("expA", "expB", "expC"):
-        control = _mean_nuclear_area(_select(screen, exp, "control"))
-        swollen = _mean_nuclear_area(_select(screen, exp, "nuclear_swelling"))
-        assert swollen > 1.12 * control, (exp, control, swollen)
+        ratios[exp] = (_mean_nuclear_area(_select(screen, exp, "nuclear_swelling"))
+                       / _mean_nuclear_area(_select(screen, exp, "control")))
+    assert min(ratios.values()) > 1.0, ratios
+    assert float(np.mean(list(ratios.values()))) > 1.2, ratios
 
 
 def test_nuclear_area_measure_sees_no_effect_without_treatment() -> None:
-    cfg = SyntheticScreenConfig(seed=7, n_images_per_treatment=16, effect_strength=0.0,
+    cfg = SyntheticScreenConfig(seed=7, n_images_per_treatment=24, effect_strength=0.0,
                                 experiments=DEFAULT_EXPERIMENTS[:1],
                                 treatments=("control", "nuclear_swelling"))
     images = generate_screen(cfg)

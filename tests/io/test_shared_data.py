@@ -71,6 +71,7 @@ def test_every_row_loads(corpus: pd.DataFrame) -> None:
         names = corpus.loc[corpus["id"] == sample.meta["id"], "channels"].item().split(";")
         assert sample.channels == names
         by_source.setdefault(sample.meta["source"], []).append(sample.shape)
+        assert not any(pd.isna(v) for v in sample.meta.values())  # only columns with values
         src = sample.meta["source"]
         if src == "ExampleSpeckles":  # 12-bit data in uint16
             assert sample.pixels.dtype == np.uint16 and sample.pixels.max() <= 4095
@@ -80,6 +81,7 @@ def test_every_row_loads(corpus: pd.DataFrame) -> None:
             assert sample.pixels.dtype == np.uint8 and sample.num_channels in (1, 3)
     assert {k: len(v) for k, v in by_source.items()} == {k: v[0] for k, v in EXPECTED.items()}
     assert by_source["pediatric_BR00143976"] == [(6, 1080, 1080)]
+    assert by_source["nf1_plate2"] == [(3, 904, 1224)] * 5
 
 
 def test_bbbc006_is_lzw(shared_data: Path) -> None:

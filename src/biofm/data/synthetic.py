@@ -193,7 +193,7 @@ def _render_image(
     targets = {kind: (spec.target(kind) if treatment == kind else None)
                for kind in ("texture", "intensity")}
     swell = strength if treatment == "nuclear_swelling" else np.zeros(n_cells)
-    planes = render_planes(rng, cfg.image_size, spec.compartments, n_cells, strength, swell,
+    planes = _render_planes(rng, cfg.image_size, spec.compartments, n_cells, strength, swell,
                            targets["texture"], targets["intensity"])
     gain = plate["gain"] * np.exp(rng.normal(0.0, 0.1, len(planes)))
     signal = planes * (gain[:, None, None] * plate["illum"][None])
@@ -441,7 +441,7 @@ _RENDER = {"dna": _dna, "er": _er, "rna": _rna, "agp": _agp, "actin": _actin,
            "mito": _mito, "gfp": _gfp}
 
 
-def render_planes(
+def _render_planes(
     rng: np.random.Generator, size: int, compartments: tuple[str, ...], n_cells: int,
     strength: np.ndarray, swell: np.ndarray, texture: int | None, intensity: int | None,
 ) -> np.ndarray:

@@ -65,7 +65,7 @@ class TilesAtInput:
     def __call__(self, x: torch.Tensor, names: list[str], gen: torch.Generator) -> list[View]:
         tiles = tiles_for_embedding(x, self.tile, self.max_tiles)
         if self.input_size != self.tile:
-            tiles = resize(tiles, (self.input_size, self.input_size))
+            tiles = torch.stack([resize(t, (self.input_size, self.input_size)) for t in tiles])
         return [(t, list(names)) for t in tiles]
 
 

@@ -62,8 +62,9 @@ def _dsb(df: pd.DataFrame, folder: Path) -> pd.DataFrame:
         np.where(info["modality"] == "brightfield", "brightfield", "nuclear stain"),
     )
     df["channels"] = np.where(info["channels"].isna(), "", names)
-    for col in ("modality", "n_nuclei", "median_nucleus_area"):
-        df[col] = info[col].to_numpy()
+    df["modality"] = info["modality"].to_numpy()
+    for col in ("n_nuclei", "median_nucleus_area"):
+        df[col] = pd.array(info[col].to_numpy(), dtype="Int64")
     return df
 
 

@@ -1,20 +1,18 @@
-"""Group files into fields: one field = one multichannel image, one file per channel or one file.
+"""Group files into fields: one field = one multichannel image (one file per channel, or one).
 
-A pattern is a preset name or a regular expression matched (``fullmatch``) against each
-file name (against the path relative to the indexed folder when the regex contains ``/``).
-``(?P<channel>...)`` names the channel; every other named group identifies the field and
-becomes a metadata column. Files in different folders never share a field.
+A pattern is a preset name or a regex ``fullmatch``-ed against each file name (against the
+path relative to the indexed folder when it contains ``/``). ``(?P<channel>...)`` names the
+channel; every other named group identifies the field and becomes a metadata column. Files
+in different folders never share a field.
 
-Presets: ``phenix``, ``w``, ``d`` (regexes in :data:`PRESETS`), ``suffix`` (channel = last
-``_``-separated word, e.g. ``B7_01_1_3_DAPI_001.tif`` -> ``DAPI``; name parts that only
-change with the channel, such as a channel index, are ignored), ``folders`` (one field per
-folder, file stem = channel), ``single`` (each file is a field holding all its channels),
-``auto`` (the preset among phenix/w/d/suffix that explains the most files; files it leaves
-unexplained become single-file fields; ``folders`` is never guessed).
-
-Channels in a field are sorted by natural order of their keys (ch2 < ch10). Fields lacking
-a channel that other fields have are skipped with a warning listing them (``incomplete=
-"skip"``), or raise (``"error"``), or are kept (``"keep"``).
+Presets: ``phenix``, ``w``, ``d`` (:data:`PRESETS`); ``suffix`` (channel = last ``_`` word,
+``B7_01_1_3_DAPI_001.tif`` -> ``DAPI``; name parts that only change with the channel, such
+as a channel index, are ignored); ``folders`` (one field per folder, file stem = channel);
+``single`` (each file is a field holding all its channels); ``auto`` (the preset among
+phenix/w/d/suffix explaining most files; files it leaves out become single-file fields;
+``folders`` is never guessed). Channels sort naturally (ch2 < ch10). Fields lacking a
+channel that others have are skipped with a warning listing them (``incomplete="skip"``),
+raise (``"error"``) or are kept (``"keep"``).
 """
 
 from __future__ import annotations

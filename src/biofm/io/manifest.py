@@ -26,7 +26,13 @@ import numpy as np
 import pandas as pd
 
 from biofm.core.errors import BadInputError
-from biofm.io.filesets import DEFAULT_EXCLUDE, Incomplete, group_files, list_image_files
+from biofm.io.filesets import (
+    DEFAULT_EXCLUDE,
+    FileField,
+    Incomplete,
+    group_files,
+    list_image_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +84,26 @@ def build_manifest(
             str(root),
         )
     src = source or root.name
-    rename = _Renamer(channel_map or {})
+    df = _rows(grouping.fields, src, _Renamer(channel_map or {}), pixel_size_um)
+    log.debug("indexed %s with pattern %s: %d fields", root, grouping.pattern, len(df))
+    return df
+
+
+def _rows(
+    fields: Sequence[FileField], source: str, rename: _Renamer, pixel_size_um: float | None
+) -> pd.DataFrame:
     rows = []
-    for fld in grouping.fields:
+    for fld in fields:
         names = [] if fld.single else [rename(key) for key, _ in fld.files]
         rows.append({
-            "id": f"{src}/{fld.id}",
+            "id": f"{source}/{fld.id}",
             "paths": _join([str(p) for _, p in fld.files], "path"),
             "channels": _join(names, "channel name"),
-            "source": src,
+            "source": source,
             "pixel_size_um": np.nan if pixel_size_um is None else float(pixel_size_um),
             **fld.meta,
         })
     rename.warn_unused()
-    log.info("indexed %s with pattern %s: %d fields", root, grouping.pattern, len(rows))
     return order_columns(pd.DataFrame(rows))
 
 

@@ -36,23 +36,7 @@ def read_ome_zarr(
 ) -> ImageData:
     """Read one resolution level of a local OME-Zarr image as (C, H, W)."""
     where = str(path)
-    group = _open_group(Path(path), where)
-    ome, version = _ome_attrs(dict(group.attrs), where)
-    if "multiscales" not in ome and "bioformats2raw.layout" in ome:
-        group = group["0"]  # bioformats2raw: image 0 of the container
-        ome, version = _ome_attrs(dict(group.attrs), where)
-    if "plate" in ome or "well" in ome:
-        raise UnsupportedFormatError(
-            "this OME-Zarr is an HCS plate/well, not one image",
-            "point at one field inside it, e.g. PLATE.zarr/A/1/0",
-            where,
-        )
-    if not ome.get("multiscales"):
-        raise BadSampleError(
-            "no 'multiscales' metadata: not an OME-Zarr image",
-            "point at the image group (the folder whose metadata holds 'multiscales')",
-            where,
-        )
+    group, ome, version = _image_group(_open_group(Path(path), where), where)
     ms = ome["multiscales"][0]
     datasets = ms.get("datasets") or []
     if not 0 <= level < len(datasets):
@@ -78,6 +62,27 @@ def read_ome_zarr(
     return ImageData(np.ascontiguousarray(pixels), names, pixel_size, meta)
 
 
+def _image_group(group: Any, where: str) -> tuple[Any, dict[str, Any], str]:
+    """The image group, its NGFF metadata and version; refuses plates and non-images."""
+    ome, version = _ome_attrs(dict(group.attrs))
+    if "multiscales" not in ome and "bioformats2raw.layout" in ome:
+        group = group["0"]  # bioformats2raw: image 0 of the container
+        ome, version = _ome_attrs(dict(group.attrs))
+    if "plate" in ome or "well" in ome:
+        raise UnsupportedFormatError(
+            "this OME-Zarr is an HCS plate/well, not one image",
+            "point at one field inside it, e.g. PLATE.zarr/A/1/0",
+            where,
+        )
+    if not ome.get("multiscales"):
+        raise BadSampleError(
+            "no 'multiscales' metadata: not an OME-Zarr image",
+            "point at the image group (the folder whose metadata holds 'multiscales')",
+            where,
+        )
+    return group, ome, version
+
+
 def _open_group(path: Path, where: str) -> Any:
     try:
         return zarr.open_group(str(path), mode="r")
@@ -89,7 +94,7 @@ def _open_group(path: Path, where: str) -> Any:
         ) from err
 
 
-def _ome_attrs(attrs: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
+def _ome_attrs(attrs: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """NGFF metadata and its version: 0.5 nests it under ``ome``, 0.4 keeps it at the top."""
     if isinstance(attrs.get("ome"), dict):
         ome = attrs["ome"]

@@ -48,7 +48,7 @@ def load_sample(row: Mapping[str, Any], root: Path | None = None, *, z: ZSelect 
         )
     names = names or file_names or [UNKNOWN_CHANNEL] * count
     row_px = _float_or_none(row.get("pixel_size_um"))
-    meta = {k: v for k, v in row.items() if k not in CORE_COLUMNS and not _missing(v)}
+    meta = {k: _plain(v) for k, v in row.items() if k not in CORE_COLUMNS and not _missing(v)}
     meta.update(id=rid, source=str(row.get("source") or ""), path=SEP.join(map(str, paths)))
     return Sample(pixels, names, row_px if row_px is not None else px, meta)
 
@@ -86,7 +86,18 @@ def _row_channels(value: Any) -> list[str] | None:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or value == ""
+    """None, NaN, pandas NA or empty text."""
+    if value is None or isinstance(value, str):
+        return not value
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # array-like values
+        return False
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so meta stays JSON-friendly."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -125,20 +125,7 @@ def write_ome_tiff(
         raise BadInputError(
             f"pixels have shape {arr.shape}", "pass (C, H, W) or (H, W) pixels", str(path)
         )
-    metadata: dict[str, object] = {"axes": "CYX"}
-    if channels is not None:
-        if len(channels) != arr.shape[0]:
-            raise BadInputError(
-                f"{len(channels)} channel names for {arr.shape[0]} channels",
-                "give exactly one name per channel",
-                str(path),
-            )
-        metadata["Channel"] = {"Name": [str(c) for c in channels]}
-    if pixel_size_um is not None:
-        metadata.update(
-            PhysicalSizeX=pixel_size_um, PhysicalSizeXUnit="µm",
-            PhysicalSizeY=pixel_size_um, PhysicalSizeYUnit="µm",
-        )
+    metadata = _ome_metadata(arr.shape[0], channels, pixel_size_um, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -150,3 +137,23 @@ def write_ome_tiff(
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _ome_metadata(
+    num_channels: int, channels: Sequence[str] | None, pixel_size_um: float | None, where: str
+) -> dict[str, object]:
+    metadata: dict[str, object] = {"axes": "CYX"}
+    if channels is not None:
+        if len(channels) != num_channels:
+            raise BadInputError(
+                f"{len(channels)} channel names for {num_channels} channels",
+                "give exactly one name per channel",
+                where,
+            )
+        metadata["Channel"] = {"Name": [str(c) for c in channels]}
+    if pixel_size_um is not None:
+        metadata.update(
+            PhysicalSizeX=pixel_size_um, PhysicalSizeXUnit="µm",
+            PhysicalSizeY=pixel_size_um, PhysicalSizeYUnit="µm",
+        )
+    return metadata
