@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "packing", "model": args.model, "depth": cfg.depth,
         "image_size": args.size, "patch": cfg.patch_size, "batch": args.batch,
-        "reps": args.reps, "channel_counts": "uniform 1..%d" % args.max_channels,
+        "reps": args.reps, "channel_counts": f"uniform 1..{args.max_channels}",
         "device": f"cpu: {platform.processor() or platform.machine()}, "
                   f"{torch.get_num_threads()} threads",
         "torch": torch.__version__,
@@ -118,8 +118,8 @@ def main() -> None:
           f" x {res['reps']}, channels {res['channel_counts']} on {res['device']}")
     print(f"  packed : {res['packed_images_per_s']:.3f} images/s (fwd+bwd)")
     print(f"  padded : {res['padded_images_per_s']:.3f} images/s (fwd+bwd)")
-    print(f"  measured ratio {res['measured_ratio']:.2f}x | FLOP-ideal {res['flop_ideal_ratio']:.2f}x"
-          f" | {100 * res['fraction_of_ideal']:.0f}% of ideal")
+    print(f"  measured ratio {res['measured_ratio']:.2f}x | FLOP-ideal "
+          f"{res['flop_ideal_ratio']:.2f}x | {100 * res['fraction_of_ideal']:.0f}% of ideal")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))

@@ -35,10 +35,11 @@ def test_every_channel_count_1_to_10_in_one_batch(model: torch.nn.Module) -> Non
     assert torch.isfinite(out.cls).all()
 
 
-@pytest.mark.parametrize("identity", ["vocab", "position", "none"])
-def test_packed_equals_padded_reference(identity: str) -> None:
+@pytest.mark.parametrize(("identity", "pool"), [("vocab", "cls"), ("position", "cls"),
+                                               ("none", "cls"), ("vocab", "mean")])
+def test_packed_equals_padded_reference(identity: str, pool: str) -> None:
     torch.manual_seed(1)
-    m = biofm.create_model("biovit_tiny", depth=3, channel_identity=identity).eval()
+    m = biofm.create_model("biovit_tiny", depth=3, channel_identity=identity, pool=pool).eval()
     batch = _batch([1, 3, 10, 2, 5, 3], seed=3)
     with torch.no_grad():
         packed = m.forward_tokens(batch)

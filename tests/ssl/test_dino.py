@@ -81,3 +81,29 @@ def test_step_updates_student_teacher_centre() -> None:
     assert all(moved)
     assert all(not p.requires_grad for p in dino.teacher.parameters())
     assert dino.teacher_temp() > 0.02
+
+
+def _naive_sinkhorn(logits: np.ndarray, temp: float, iters: int) -> np.ndarray:
+    q = np.exp(logits / temp).T.copy()  # (K, N)
+    q /= q.sum()
+    k, n = q.shape
+    for _ in range(iters):
+        for r in range(k):
+            q[r] /= q[r].sum() * k
+        for c in range(n):
+            q[:, c] /= q[:, c].sum() * n
+    return (q * n).T
+
+
+def test_sinkhorn_matches_naive_and_balances_prototypes() -> None:
+    from biofm.ssl.dino import sinkhorn_knopp
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.rand(12, 6, generator=g, dtype=torch.float64) * 2 - 1
+    got = sinkhorn_knopp(logits, 0.1, n_iters=3).double().numpy()
+    want = _naive_sinkhorn(logits.numpy(), 0.1, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)  # each row a distribution
+    many = sinkhorn_knopp(logits, 0.1, n_iters=300).numpy()
+    np.testing.assert_allclose(many.sum(axis=0), 12 / 6, rtol=1e-3)  # prototypes used evenly
+

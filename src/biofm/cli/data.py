@@ -63,6 +63,12 @@ def run_index_shared(args: argparse.Namespace) -> int:
     from biofm.io.corpus import shared_corpus_manifest
 
     df = shared_corpus_manifest(args.data_root)
+    if args.only:
+        unknown = sorted(set(args.only) - set(df["source"]))
+        if unknown:
+            raise BadInputError(f"no source named {', '.join(unknown)}",
+                                f"choose from {', '.join(sorted(set(df['source'])))}")
+        df = df[df["source"].isin(args.only)].reset_index(drop=True)
     out = write_manifest(df, args.out)
     print(summary(df, out))
     return 0
@@ -97,4 +103,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     shared.add_argument("data_root", type=Path, help="the shared data folder")
     shared.add_argument("--out", type=Path, default=Path("manifest.csv"),
                         help="manifest to write (default manifest.csv)")
+    shared.add_argument("--only", action="append", metavar="SOURCE",
+                        help="keep only this source, e.g. dsb2018 (repeatable)")
     shared.set_defaults(func=run_index_shared)

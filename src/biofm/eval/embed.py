@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    tile: int = 96  # field of view of one tile, in image pixels
+    tile: int = 96  # field of view of one tile, in image pixels (the card's training view)
     input_size: int = 64  # pixels the encoder sees per tile
     max_tiles: int = 64
     batch_size: int = 64  # images per forward pass (their tiles all go together)
@@ -46,8 +46,8 @@ class EmbedConfig:
         """Defaults from the encoder's card (its training crop and view sizes)."""
         card = getattr(model, "card", {}) or {}
         base: dict[str, Any] = {}
-        if "crop_size" in card:
-            base["tile"] = int(card["crop_size"])
+        if "tile" in card:
+            base["tile"] = int(card["tile"])
         if "input_size" in card:
             base["input_size"] = int(card["input_size"])
         base.update({k: v for k, v in overrides.items() if v is not None})

@@ -22,6 +22,7 @@ from biofm.nn.embed import PlanePatchEmbed, init_vit_weights, sincos_2d, trunc_n
 from biofm.nn.layers import Block
 
 CHANNEL_IDENTITY_MODES = ("vocab", "position", "none")
+POOL_MODES = ("cls", "mean")
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,14 @@ class BioViTConfig:
     drop_path: float = 0.0
     layerscale: float | None = None
     img_size: int = 224
+    pos_gain_init: float = 0.02
+    pool: str = "cls"  # image embedding: "cls" token or "mean" of all channel-patch tokens
 
 
 @dataclass
 class TokenOutput:
-    """``cls`` (B, D); ``patches`` (P, N, D) aligned with the batch's planes; ``grid`` (h, w)."""
+    """``cls`` (B, D) pooled image embedding (CLS token, or token mean with ``pool="mean"``);
+    ``patches`` (P, N, D) aligned with the batch's planes; ``grid`` (h, w)."""
 
     cls: torch.Tensor
     patches: torch.Tensor
@@ -52,6 +56,9 @@ class BioViT(nn.Module):
     def __init__(self, **kwargs: object) -> None:
         super().__init__()
         cfg = BioViTConfig(**kwargs)  # type: ignore[arg-type]
+        if cfg.pool not in POOL_MODES:
+            raise BadInputError(f"pool={cfg.pool!r} is not a pooling mode",
+                                f"use one of {POOL_MODES}")
         if cfg.channel_identity not in CHANNEL_IDENTITY_MODES:
             raise BadInputError(
                 f"channel_identity={cfg.channel_identity!r} is not a mode",
@@ -61,6 +68,9 @@ class BioViT(nn.Module):
         self.embed_dim = cfg.embed_dim
         self.patch_embed = PlanePatchEmbed(cfg.patch_size, cfg.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        # fixed sin-cos positions with a learned gain: starts small (like a learned position
+        # embedding initialised at std 0.02) so image content, not position, dominates at init
+        self.pos_gain = nn.Parameter(torch.tensor(cfg.pos_gain_init))
         n_ids = {"vocab": cfg.vocab_size, "position": cfg.max_channels, "none": 0}
         self.channel_embed = (
             nn.Embedding(n_ids[cfg.channel_identity], cfg.embed_dim)
@@ -131,7 +141,7 @@ class BioViT(nn.Module):
         self.check_batch(batch)
         tok = self.patch_embed(batch.planes)  # (P, N, D)
         h, w = (s // self.cfg.patch_size for s in batch.image_size)
-        tok = tok + self._pos(h, w, tok.device).to(tok.dtype)
+        tok = tok + self.pos_gain * self._pos(h, w, tok.device).to(tok.dtype)
         if self.channel_embed is not None:
             ids = batch.channel_ids if self.cfg.channel_identity == "vocab" \
                 else self._slot_index(batch)
@@ -167,9 +177,9 @@ class BioViT(nn.Module):
             for i, blk in enumerate(self.blocks):
                 x = blk(x)  # (B_g, 1 + C*N, D)
                 if i in collect:
-                    inter[i] = self.norm(x[:, 0])
+                    inter[i] = self._pool(self.norm(x))
             x = self.norm(x)
-            cls_parts.append(x[:, 0])
+            cls_parts.append(self._pool(x))
             patch_parts.append(x[:, 1:].reshape(len(imgs) * c, n, d))
             inter_parts.append(inter)
             img_order.append(imgs)
@@ -181,9 +191,13 @@ class BioViT(nn.Module):
         inters = {b: torch.cat([p[b] for p in inter_parts])[inv_img] for b in collect}
         return TokenOutput(cls=cls, patches=patches, grid=grid), inters
 
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B_g, 1 + C*N, D) normalised tokens -> (B_g, D) image embeddings."""
+        return x[:, 0] if self.cfg.pool == "cls" else x[:, 1:].mean(dim=1)
+
     # ------------------------------------------------------------------ contract
     def forward(self, batch: PackedBatch) -> torch.Tensor:
-        """(B, D) image embeddings (the CLS token after the final norm)."""
+        """(B, D) image embeddings (CLS token or token mean, after the final norm)."""
         return self._run(batch)[0].cls
 
     def forward_tokens(self, batch: PackedBatch) -> TokenOutput:
@@ -193,7 +207,7 @@ class BioViT(nn.Module):
     def forward_intermediates(
         self, batch: PackedBatch, blocks: Sequence[int] | None = None
     ) -> dict[int, torch.Tensor]:
-        """Per-block pooled features: {block index: (B, D)} (CLS token, final norm applied)."""
+        """Per-block pooled features: {block index: (B, D)} (final norm applied, then pooled)."""
         depth = len(self.blocks)
         wanted = list(range(depth)) if blocks is None else [b % depth for b in blocks]
         return self._run(batch, collect=wanted)[1]

@@ -64,7 +64,7 @@ def load_encoder(path: str | Path) -> nn.Module:
     model = create_model(card["model_name"], **card.get("model_kwargs", {}))
     state = load_file(str(p / WEIGHTS))
     model.load_state_dict(state, strict=True)
-    model.card = card  # type: ignore[assignment]
+    model.card = card
     return model.eval()
 
 
@@ -94,5 +94,5 @@ def load_encoder_any(path: str | Path) -> nn.Module:
     state = torch.load(ckpts[-1] / "state.pt", map_location="cpu", weights_only=True)
     model = state_dict_to_encoder(meta["model_name"], meta.get("model_kwargs", {}),
                                   state["encoder"])
-    model.card = meta.get("card", {})  # type: ignore[assignment]
+    model.card = meta.get("card", {})
     return model

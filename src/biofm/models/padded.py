@@ -37,7 +37,13 @@ def padded_forward_tokens(
         seq = blk(seq, key_padding_mask=key_mask)
     seq = model.norm(seq)
     patches = seq[:, 1:].reshape(b, cmax, n, d)[mask]  # (P, N, D) real planes only
-    return TokenOutput(cls=seq[:, 0], patches=patches, grid=grid), mask
+    if model.cfg.pool == "mean":
+        per_token = torch.cat([mask.new_zeros(b, 1), key_mask[:, 1:]], dim=1)
+        w = per_token.to(seq.dtype)[..., None]  # (B, L, 1): real patch tokens only
+        pooled = (seq * w).sum(1) / w.sum(1)
+    else:
+        pooled = seq[:, 0]
+    return TokenOutput(cls=pooled, patches=patches, grid=grid), mask
 
 
 def padded_forward(model: BioViT, batch: PackedBatch, max_channels: int | None = None

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from biofm.core.batch import PackedBatch
+from biofm.core.errors import ConfigError
 
 
 class Views(Protocol):
@@ -39,6 +40,8 @@ class DINOConfig:
     momentum_start: float = 0.996
     momentum_end: float = 1.0
     center_momentum: float = 0.9
+    centering: str = "sinkhorn"  # "sinkhorn" (Sinkhorn-Knopp, as DINOv2) or "center" (DINO)
+    sinkhorn_iters: int = 3
 
 
 class DINOHead(nn.Module):
@@ -79,7 +82,37 @@ def dino_loss(
     first V_t student views are the same views as the teacher's; center: (K,).
     Returns the mean over pairs (t, s) with t != s of  -sum_k q_t log p_s, averaged over B.
     """
-    q = F.softmax((teacher_out - center) / teacher_temp, dim=-1).chunk(n_teacher_views)
+    q = F.softmax((teacher_out - center) / teacher_temp, dim=-1)
+    return dino_loss_from_targets(student_out, q, n_student_views, n_teacher_views,
+                                  student_temp)
+
+
+def sinkhorn_knopp(teacher_out: torch.Tensor, teacher_temp: float, n_iters: int = 3
+                   ) -> torch.Tensor:
+    """Teacher targets (N, K) whose rows sum to 1 and whose prototypes are used about equally
+    across the batch: alternating row/column normalisation of exp(logits / T).
+
+    teacher_out: (N, K) logits. Returns (N, K) probabilities.
+    """
+    logits = teacher_out.float() / teacher_temp
+    q = torch.exp(logits - logits.max()).T  # (K, N)
+    q = q / q.sum()
+    k, n = q.shape
+    for _ in range(n_iters):
+        q = q / q.sum(dim=1, keepdim=True) / k  # each prototype gets mass 1/K
+        q = q / q.sum(dim=0, keepdim=True) / n  # each sample gets mass 1/N
+    return (q * n).T
+
+
+def dino_loss_from_targets(student_out: torch.Tensor, targets: torch.Tensor,
+                           n_student_views: int, n_teacher_views: int,
+                           student_temp: float) -> torch.Tensor:
+    """Cross-entropy of student views against teacher target distributions.
+
+    student_out: (V_s * B, K) logits; targets: (V_t * B, K) probabilities (view-major);
+    mean over pairs of different views of -sum_k q log p, averaged over B.
+    """
+    q = targets.chunk(n_teacher_views)
     logp = F.log_softmax(student_out / student_temp, dim=-1).chunk(n_student_views)
     total = student_out.new_zeros(())
     pairs = 0
@@ -104,6 +137,9 @@ class DINO(nn.Module):
 
     def __init__(self, backbone: nn.Module, cfg: DINOConfig, total_steps: int) -> None:
         super().__init__()
+        if cfg.centering not in ("sinkhorn", "center"):
+            raise ConfigError(f"dino.centering={cfg.centering!r}",
+                              "use 'sinkhorn' (Sinkhorn-Knopp) or 'center' (running centre)")
         self.cfg = cfg
         self.total_steps = total_steps
         dim = int(backbone.embed_dim)  # type: ignore[arg-type]
@@ -113,6 +149,8 @@ class DINO(nn.Module):
         self.teacher_head = copy.deepcopy(self.student_head)
         for p in [*self.teacher.parameters(), *self.teacher_head.parameters()]:
             p.requires_grad_(False)
+        self.center: torch.Tensor
+        self.step: torch.Tensor
         self.register_buffer("center", torch.zeros(cfg.out_dim))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
@@ -135,8 +173,15 @@ class DINO(nn.Module):
             s_emb.append(self.student(views.local_views))
         s_out = self.student_head(torch.cat(s_emb))  # ((Vg+Vl)*B, K)
         temp = self.teacher_temp()
-        loss = dino_loss(s_out, t_out, self.center, views.n_global + views.n_local,
-                         views.n_global, self.cfg.student_temp, temp)
+        n_views = views.n_global + views.n_local
+        if self.cfg.centering == "sinkhorn":
+            with torch.no_grad():
+                targets = sinkhorn_knopp(t_out, temp, self.cfg.sinkhorn_iters)
+            loss = dino_loss_from_targets(s_out, targets, n_views, views.n_global,
+                                          self.cfg.student_temp)
+        else:
+            loss = dino_loss(s_out, t_out, self.center, n_views, views.n_global,
+                             self.cfg.student_temp, temp)
         self._update_center(t_out)
         with torch.no_grad():
             feats = s_emb[0].float()
@@ -155,8 +200,8 @@ class DINO(nn.Module):
         m = self.momentum()
         pairs = [(self.student, self.teacher), (self.student_head, self.teacher_head)]
         for src, dst in pairs:
-            s_params = list(src.parameters())
-            t_params = list(dst.parameters())
+            s_params = [p.detach() for p in src.parameters()]
+            t_params = [p.detach() for p in dst.parameters()]
             torch._foreach_mul_(t_params, m)
             torch._foreach_add_(t_params, s_params, alpha=1 - m)
         self.step += 1

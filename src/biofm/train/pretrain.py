@@ -22,8 +22,9 @@ from tqdm import tqdm
 from biofm.core.errors import BadInputError, BiofmError
 from biofm.data.badsamples import BadSampleCounter, check_bad_fraction
 from biofm.data.collate import ViewBatch, collate_views
-from biofm.data.dataset import ManifestDataset
+from biofm.data.dataset import IoLoader, ManifestDataset, add_image_sizes
 from biofm.data.views import MultiCropViews
+from biofm.io.manifest import read_manifest
 from biofm.models.io import save_encoder
 from biofm.models.registry import create_model
 from biofm.ssl.dino import DINO, cosine_schedule
@@ -64,8 +65,13 @@ def build_dataset(cfg: PretrainConfig) -> ManifestDataset:
         raise BadInputError(f"manifest {d.manifest} not found",
                             "build it with 'biofm data index FOLDER --out manifest.csv'")
     per_field: int | str = "area" if d.crops_per_field == "area" else int(d.crops_per_field)
+    root = Path(d.manifest).parent
+    df = read_manifest(d.manifest)
+    if per_field == "area" and not {"height", "width"} <= set(df.columns):
+        log.info("measuring %d fields for crops_per_field=area", len(df))
+        df = add_image_sizes(df, IoLoader(root))
     return ManifestDataset(
-        d.manifest, MultiCropViews(d.views), crop_size=d.crop_size,
+        df, MultiCropViews(d.views), crop_size=d.crop_size, root=root,
         crops_per_field=per_field,  # type: ignore[arg-type]
         cache_size=d.cache_fields, seed=cfg.run.seed, resize_small=d.resize_small,
         normalize=d.normalize,
@@ -74,11 +80,12 @@ def build_dataset(cfg: PretrainConfig) -> ManifestDataset:
 
 def param_groups(module: torch.nn.Module) -> list[dict[str, Any]]:
     """Weight decay on matrices only (not biases, norms, tokens, embeddings of ids)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        skip = p.ndim <= 1 or name.endswith("cls_token") or "channel_embed" in name
+        skip = p.ndim <= 1 or name.endswith(("cls_token", "pos_gain")) or "channel_embed" in name
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
 
@@ -159,8 +166,10 @@ class Trainer:
     def card(self) -> dict[str, Any]:
         """How to feed the encoder: crop (tile) size, input size, normalisation."""
         d = self.cfg.data
+        lo, hi = d.views.global_scale
+        tile = round(d.crop_size * ((lo + hi) / 2) ** 0.5)  # field of view of a global view
         return {"objective": "dino", "trained_steps": self.pos["step"],
-                "crop_size": d.crop_size, "input_size": d.views.global_size,
+                "tile": tile, "input_size": d.views.global_size,
                 "normalize": _plain(dataclasses.asdict(d.normalize)),
                 "training_manifest": d.manifest}
 
@@ -200,7 +209,7 @@ class Trainer:
             self.method.student_head.prototypes.grad = None
         self.opt.step()
         self.method.on_step_end()
-        return {"loss": float(loss), "lr": lr, "weight_decay": wd,
+        return {"loss": loss.item(), "lr": lr, "weight_decay": wd,
                 "teacher_temp": out["teacher_temp"], "momentum": self.method.momentum(),
                 "feature_std": out["feature_std"]}
 
@@ -217,18 +226,20 @@ class Trainer:
         finally:
             bar.close()
             self.logger.close()
+        check_bad_fraction(self.bad, self.cfg.run.max_bad_fraction, min_seen=0)
         self.save()
         save_encoder(self.method.teacher, self.out / "encoder", self.card())
         return self.out
 
-    def _epoch(self, bar: tqdm) -> None:  # type: ignore[type-arg]
+    def _epoch(self, bar: tqdm) -> None:
         epoch, start = self.pos["epoch"], self.pos["batch_in_epoch"]
         self.dataset.set_epoch(epoch)
         self.sampler.set_epoch(epoch, start * self.cfg.data.batch_size)
         t0, n_img = time.perf_counter(), 0
         for batch in self._loader():
             self.bad.update(batch)
-            check_bad_fraction(self.bad, self.cfg.run.max_bad_fraction)
+            check_bad_fraction(self.bad, self.cfg.run.max_bad_fraction,
+                               min_seen=min(100, len(self.dataset)))
             self.pos["batch_in_epoch"] += 1
             if batch.is_empty:
                 continue

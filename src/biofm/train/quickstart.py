@@ -31,15 +31,16 @@ from biofm.train.report import write_quickstart_report
 log = logging.getLogger(__name__)
 
 QUICKSTART_CONFIG: dict[str, Any] = {
-    "model": {"name": "biovit_tiny", "kwargs": {"patch_size": 8, "depth": 6}},
+    "model": {"name": "biovit_tiny", "kwargs": {"patch_size": 8, "depth": 6, "pool": "mean"}},
     "data": {
         "crop_size": 64, "batch_size": 32, "crops_per_field": "1", "cache_fields": 1024,
-        "views": {"global_size": 48, "local_size": 24, "n_local": 4,
-                  "global_scale": [0.5, 1.0], "local_scale": [0.15, 0.5]},
+        # views keep the pixel scale (crops, not zooms): object size is biology here
+        "views": {"global_size": 48, "local_size": 24, "n_local": 4, "ratio": [1.0, 1.0],
+                  "global_scale": [0.5, 0.6], "local_scale": [0.12, 0.16]},
     },
     "dino": {"out_dim": 1024, "hidden_dim": 512, "bottleneck_dim": 128,
              "teacher_temp": 0.04, "momentum_start": 0.99},
-    "optim": {"epochs": 8, "lr": 1e-3, "warmup_steps": 20, "clip_grad": 3.0},
+    "optim": {"epochs": 8, "lr": 5e-4, "warmup_steps": 20, "clip_grad": 3.0},
     "run": {"log_every": 5, "checkpoint_every": 50, "seed": 0},
 }
 
@@ -54,8 +55,10 @@ def quickstart_config(out_dir: Path, manifest: Path, overrides: list[str] | None
 
 def _embed_eval(model: torch.nn.Module, df: pd.DataFrame, root: Path, cfg: PretrainConfig,
                 ) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
-    ecfg = EmbedConfig(tile=cfg.data.crop_size, input_size=cfg.data.views.global_size,
-                       batch_size=64, progress=False)
+    lo, hi = cfg.data.views.global_scale
+    tile = round(cfg.data.crop_size * ((lo + hi) / 2) ** 0.5)  # as seen in training
+    ecfg = EmbedConfig(tile=tile, input_size=cfg.data.views.global_size, batch_size=64,
+                       progress=False)
     emb, meta = embed_manifest(model, df, ecfg, normalize=cfg.data.normalize, root=root)
     scores = evaluate_knn(emb, meta["treatment"].astype(str).to_numpy(), k=10, n_splits=5)
     return emb, meta, scores

@@ -16,7 +16,7 @@ def project_2d(emb: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
     """2-D projection: UMAP when available, else PCA."""
     x = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     try:
-        import umap  # type: ignore[import-not-found]
+        import umap
 
         return umap.UMAP(random_state=seed).fit_transform(x), "UMAP"
     except ImportError:

@@ -1,0 +1,133 @@
+"""Trainer: a real (tiny) DINO run on a synthetic screen; logs, checkpoints, resume, exports,
+bad samples, divergence, config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from biofm.core.config import load_config
+from biofm.core.errors import BiofmError, ConfigError
+from biofm.data.synthetic import DEFAULT_EXPERIMENTS, SyntheticScreenConfig, write_screen
+from biofm.models.io import load_encoder, load_encoder_any
+from biofm.train import checkpoint as ckpt
+from biofm.train.config import PretrainConfig
+from biofm.train.pretrain import DivergedError, Trainer, pretrain
+
+TINY = [
+    "model.kwargs={patch_size: 8, depth: 1, embed_dim: 32, num_heads: 2}",
+    "data.crop_size=32", "data.batch_size=8",
+    "data.views={global_size: 24, local_size: 16, n_local: 2}",
+    "dino={out_dim: 64, hidden_dim: 32, bottleneck_dim: 16}",
+    "optim.warmup_steps=2", "run.progress=false", "run.log_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = SyntheticScreenConfig(n_images_per_treatment=6, n_plates=1, fields_per_well=2,
+                                image_size=32, experiments=DEFAULT_EXPERIMENTS[:2])
+    return write_screen(tmp_path_factory.mktemp("screen"), cfg)
+
+
+def _cfg(manifest: Path, out: Path, *extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, None, [*TINY, f"data.manifest={manifest}",
+                                              f"run.out_dir={out}", *extra])
+
+
+def test_run_writes_logs_checkpoints_and_encoder(screen: Path, tmp_path: Path) -> None:
+    out = pretrain(_cfg(screen, tmp_path / "run", "optim.max_steps=3",
+                        "run.checkpoint_every=2"))
+    log = pd.read_csv(out / "log.csv")
+    assert log["step"].tolist() == [1, 2, 3]
+    assert log["loss"].notna().all() and (log["lr"] > 0).all()
+    assert (out / "config.yaml").is_file() and (out / "run.yaml").is_file()
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == [
+        "step_00000002", "step_00000003"]
+    enc = load_encoder(out / "encoder")
+    # a tile covers what a global view covered in training: 32 px crop x sqrt(mean scale 0.7)
+    assert enc.card["tile"] == 27 and enc.card["input_size"] == 24
+    state, _ = ckpt.load_checkpoint(out)
+    for k, v in enc.state_dict().items():
+        torch.testing.assert_close(v, state["encoder"][k])
+    assert load_encoder_any(out).embed_dim == 32
+
+
+def test_resume_continues_from_last_checkpoint(screen: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    pretrain(_cfg(screen, run, "optim.max_steps=2", "run.checkpoint_every=1"))
+    trainer = Trainer(_cfg(screen, run, "optim.max_steps=4", "run.checkpoint_every=1"))
+    assert trainer.resume()
+    assert trainer.pos["step"] == 2
+    assert int(trainer.method.step) == 2
+    trainer.fit()
+    assert trainer.pos["step"] == 4
+    assert pd.read_csv(run / "log.csv")["step"].tolist() == [1, 2, 3, 4]
+
+
+def test_interrupted_checkpoint_write_leaves_previous_loadable(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    ckpt.save_checkpoint(root, 5, {"x": torch.ones(2)}, {"model_name": "m"})
+    broken = root / ".tmp_step_00000010_123"  # a writer killed mid-write leaves this
+    broken.mkdir()
+    (broken / "state.pt").write_bytes(b"\x00partial")
+    half = root / "step_00000010"  # a final name without its files is not a checkpoint
+    half.mkdir()
+    state, meta = ckpt.load_checkpoint(root)
+    assert meta["step"] == 5 and torch.equal(state["x"], torch.ones(2))
+
+
+def test_bad_samples_skipped_and_counted_then_fail_past_fraction(
+        screen: Path, tmp_path: Path) -> None:
+    df = pd.read_csv(screen)
+    bad = tmp_path / "corrupt.ome.tif"
+    bad.write_bytes(b"II*\x00 this is not a tiff")
+    df.loc[0, "paths"] = str(bad)
+    df.loc[1, "paths"] = str(tmp_path / "missing.tif")
+    df["paths"] = [p if Path(p).is_absolute() else str(screen.parent / p) for p in df["paths"]]
+    manifest = tmp_path / "with_bad.csv"
+    df.to_csv(manifest, index=False)
+    out = pretrain(_cfg(manifest, tmp_path / "ok", "optim.epochs=1",
+                        "run.max_bad_fraction=0.5"))
+    assert pd.read_csv(out / "log.csv")["bad_samples"].iloc[-1] >= 1
+    with pytest.raises(BiofmError, match="could not be used"):
+        pretrain(_cfg(manifest, tmp_path / "strict", "optim.epochs=1",
+                      "run.max_bad_fraction=0.0"))
+
+
+def test_diverging_loss_stops_with_checkpoint_intact(
+        screen: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    pretrain(_cfg(screen, run, "optim.max_steps=1", "run.checkpoint_every=1"))
+    trainer = Trainer(_cfg(screen, run, "optim.max_steps=3"))
+    real_forward = trainer.method.forward
+
+    def nan_forward(views: object) -> dict[str, object]:
+        out = real_forward(views)
+        out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.method, "forward", nan_forward)
+    with pytest.raises(DivergedError, match="last good checkpoint"):
+        trainer.fit()
+    state, meta = ckpt.load_checkpoint(run)
+    assert meta["step"] == 1 and all(torch.isfinite(v).all() for v in state["encoder"].values())
+
+
+def test_config_rejects_unknown_key_and_wrong_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*did you mean optim\.lr"):
+        load_config(PretrainConfig, None, ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="optim.epochs must be int"):
+        load_config(PretrainConfig, None, ["optim.epochs=ten"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  views:\n    n_globl: 2\n")
+    with pytest.raises(ConfigError, match="data.views.n_globl"):
+        load_config(PretrainConfig, bad)
+
+
+def test_missing_manifest_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(BiofmError, match="biofm data index"):
+        Trainer(_cfg(tmp_path / "nope.csv", tmp_path / "run"))
