@@ -27,14 +27,17 @@ from biofm.models.padded import padded_forward
 
 
 def vit_flops(tokens: list[int], dim: int, depth: int, mlp_ratio: float, n_planes: int,
-              patch: int) -> float:
-    """Forward FLOPs (multiply-add = 2) of the transformer plus patch embedding."""
+              patch: int, per_plane: int) -> float:
+    """Forward FLOPs (multiply-add = 2) of the transformer plus patch embedding.
+
+    ``tokens``: sequence length of each image; ``per_plane``: patch tokens per channel plane.
+    """
     per_block = 0.0
     for n in tokens:
         linear = 2 * n * dim * (3 * dim + dim + 2 * mlp_ratio * dim)  # qkv, proj, mlp
         attn = 2 * 2 * n * n * dim  # q k^T and attn @ v
         per_block += linear + attn
-    patch_embed = 2 * n_planes * (tokens_per_plane(0, patch) or 1) * patch * patch * dim
+    patch_embed = 2 * n_planes * per_plane * patch * patch * dim
     return depth * per_block + patch_embed
 
 
@@ -80,10 +83,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for b in batches:
         counts = b.counts.tolist()
         f_packed += vit_flops([1 + c * n_per_plane for c in counts], cfg.embed_dim, cfg.depth,
-                              cfg.mlp_ratio, sum(counts), cfg.patch_size)
+                              cfg.mlp_ratio, sum(counts), cfg.patch_size, n_per_plane)
         f_padded += vit_flops([1 + args.max_channels * n_per_plane] * len(counts),
                               cfg.embed_dim, cfg.depth, cfg.mlp_ratio,
-                              args.max_channels * len(counts), cfg.patch_size)
+                              args.max_channels * len(counts), cfg.patch_size, n_per_plane)
     images = args.batch * args.reps
     measured = sum(t_padded) / sum(t_packed)
     ideal = f_padded / f_packed

@@ -120,11 +120,11 @@ def test_diverging_loss_stops_with_checkpoint_intact(
 def test_config_rejects_unknown_key_and_wrong_type(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"optim\.lrr.*did you mean optim\.lr"):
         load_config(PretrainConfig, None, ["optim.lrr=1"])
-    with pytest.raises(ConfigError, match="optim.epochs must be int"):
+    with pytest.raises(ConfigError, match=r"optim\.epochs must be int"):
         load_config(PretrainConfig, None, ["optim.epochs=ten"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  views:\n    n_globl: 2\n")
-    with pytest.raises(ConfigError, match="data.views.n_globl"):
+    with pytest.raises(ConfigError, match=r"data\.views\.n_globl"):
         load_config(PretrainConfig, bad)
 
 

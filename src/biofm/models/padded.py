@@ -39,8 +39,8 @@ def padded_forward_tokens(
     patches = seq[:, 1:].reshape(b, cmax, n, d)[mask]  # (P, N, D) real planes only
     if model.cfg.pool == "mean":
         per_token = torch.cat([mask.new_zeros(b, 1), key_mask[:, 1:]], dim=1)
-        w = per_token.to(seq.dtype)[..., None]  # (B, L, 1): real patch tokens only
-        pooled = (seq * w).sum(1) / w.sum(1)
+        weights = per_token.to(seq.dtype)[..., None]  # (B, L, 1): real patch tokens only
+        pooled = (seq * weights).sum(1) / weights.sum(1)
     else:
         pooled = seq[:, 0]
     return TokenOutput(cls=pooled, patches=patches, grid=grid), mask
