@@ -27,6 +27,7 @@ from biofm.data.crops import PreparedField
 from biofm.data.normalize import NormalizeConfig, normalize_sample
 from biofm.data.rng import generator_for
 from biofm.data.views import Transform
+from biofm.io.manifest import records
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def add_image_sizes(df: pd.DataFrame, load_fn: LoadFn | None = None) -> pd.DataF
     (0 for a field that fails to load; it is skipped later)."""
     load = load_fn or IoLoader()
     sizes = []
-    for row in df.to_dict("records"):
+    for row in records(df):
         try:
             sizes.append(load(row).shape[1:])
         except LOAD_ERRORS:
@@ -124,7 +125,7 @@ class ManifestDataset(Dataset[Item]):
 
             root = root if root is not None else Path(manifest).parent
             manifest = read_manifest(manifest)
-        self.rows: list[dict[str, Any]] = manifest.to_dict("records")
+        self.rows: list[dict[str, Any]] = records(manifest)
         self.transform = transform
         self.crop_size = crop_size
         self.load_fn = load_fn or IoLoader(root)

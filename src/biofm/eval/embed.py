@@ -127,8 +127,10 @@ def embed_manifest(
 
 def _rows_by_id(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Manifest rows keyed by id, with ``paths`` as ``path`` first and no ``channels``."""
+    from biofm.io.manifest import records
+
     out = {}
-    for i, row in enumerate(df.to_dict("records")):
+    for i, row in enumerate(records(df)):
         sid = str(row.get("id") or f"row{i}")
         meta = {k: v for k, v in row.items() if k not in ("paths", "channels", "id")}
         out[sid] = {"id": sid, "path": row.get("paths", ""), "channels": row.get("channels", ""),

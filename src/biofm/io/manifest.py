@@ -21,6 +21,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -257,3 +258,8 @@ def channel_counts(df: pd.DataFrame) -> Counter[str]:
         n_paths = len([p for p in str(paths).split(SEP) if p])
         counts[str(n_names or n_paths) if n_names or n_paths > 1 else "?"] += 1
     return counts
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of ``df`` as dicts with string keys."""
+    return [{str(k): v for k, v in row.items()} for row in df.to_dict("records")]

@@ -114,7 +114,9 @@ def iter_samples(
 ) -> Iterator[Sample]:
     """Yield one ``Sample`` per row; ``on_error="skip"`` logs and skips bad rows instead."""
     skipped = 0
-    for row in df.to_dict("records"):
+    from biofm.io.manifest import records
+
+    for row in records(df):
         try:
             yield load_sample(row, root)
         except BadSampleError as err:
