@@ -112,8 +112,9 @@ def embed_manifest(
             continue
         tile_emb = model(batch.to(device)).float().cpu()  # (tiles, D)
         ids = [m["id"] for m in batch.meta]
-        order = list(dict.fromkeys(ids))
-        index = torch.tensor([order.index(i) for i in ids])
+        slot = {sid: k for k, sid in enumerate(dict.fromkeys(ids))}
+        order = list(slot)
+        index = torch.tensor([slot[i] for i in ids])
         pooled = torch.zeros(len(order), tile_emb.shape[1]).index_add_(0, index, tile_emb)
         pooled /= torch.bincount(index, minlength=len(order))[:, None].float()
         embs.append(pooled.numpy())

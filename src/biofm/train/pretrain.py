@@ -41,6 +41,7 @@ class DivergedError(BiofmError):
     """The loss became NaN or infinite."""
 
 
+@functools.cache
 def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -129,16 +130,22 @@ class Trainer:
         self.bad = BadSampleCounter()
         self.pos = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
         self.logger: RunLogger | None = None
+        self._dl: DataLoader[Any] | None = None
 
     # ------------------------------------------------------------------ setup
     def _loader(self) -> DataLoader[Any]:
+        """One loader for the run, so persistent workers survive across epochs; the sampler
+        and the dataset's shared epoch counter carry the per-epoch state."""
+        if self._dl is not None:
+            return self._dl
         n = self.cfg.data.num_workers
-        return DataLoader(
+        self._dl = DataLoader(
             self.dataset, batch_size=self.cfg.data.batch_size, sampler=self.sampler,
             collate_fn=functools.partial(collate_views, n_global=self.cfg.data.views.n_global),
             num_workers=n, drop_last=True, persistent_workers=n > 0,
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if n > 0 else None,
         )
+        return self._dl
 
     def _write_run_info(self) -> None:
         resolved = dataclasses.asdict(self.cfg)
