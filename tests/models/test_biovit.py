@@ -99,9 +99,9 @@ def test_bad_inputs_name_the_fix(model: torch.nn.Module) -> None:
     with pytest.raises(BadInputError, match="float"):
         model(PackedBatch(torch.zeros(2, 32, 32, dtype=torch.int32),
                           torch.zeros(2, dtype=torch.long), torch.tensor([2])))
-    with pytest.raises(BadInputError, match="smaller than one 16x16 patch"):
+    with pytest.raises(BadInputError, match=r"smaller than BioViT's minimum of 16x16"):
         model(_batch([2], size=8))
-    with pytest.raises(BadInputError, match="multiple of the patch"):
+    with pytest.raises(BadInputError, match="not a multiple of 16"):
         model(_batch([2], size=40))
     with pytest.raises(BadInputError, match="0 channels"):
         PackedBatch(torch.zeros(0, 32, 32), torch.zeros(0, dtype=torch.long), torch.tensor([0]))

@@ -49,7 +49,7 @@ def test_run_writes_logs_checkpoints_and_encoder(screen: Path, tmp_path: Path) -
         "step_00000002", "step_00000003"]
     enc = load_encoder(out / "encoder")
     # a tile covers what a global view covered in training: 32 px crop x sqrt(mean scale 0.7)
-    assert enc.card["tile"] == 27 and enc.card["input_size"] == 24
+    assert enc.weights_card["tile"] == 27 and enc.weights_card["input_size"] == 24
     state, _ = ckpt.load_checkpoint(out)
     for k, v in enc.state_dict().items():
         torch.testing.assert_close(v, state["encoder"][k])

@@ -44,7 +44,7 @@ class EmbedConfig:
     @classmethod
     def for_model(cls, model: nn.Module, **overrides: Any) -> EmbedConfig:
         """Defaults from the encoder's card (its training crop and view sizes)."""
-        card = getattr(model, "card", {}) or {}
+        card = getattr(model, "weights_card", {}) or {}
         base: dict[str, Any] = {}
         if "tile" in card:
             base["tile"] = int(card["tile"])
@@ -158,7 +158,7 @@ def embed_path(model: nn.Module, source: Path, out: Path, cfg: EmbedConfig,
     if len(df) == 0:
         raise BadInputError(f"no images found in {source}",
                             "check the folder, or pass --pattern to group channel files")
-    card = getattr(model, "card", {}) or {}
+    card = getattr(model, "weights_card", {}) or {}
     norm = NormalizeConfig(**card["normalize"]) if "normalize" in card else None
     emb, meta = embed_manifest(model, df, cfg, normalize=norm, root=root)
     write_embeddings(out, emb, meta)

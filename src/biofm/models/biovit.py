@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,11 +19,13 @@ from torch import nn
 from biofm.core.batch import PackedBatch
 from biofm.core.channels import DEFAULT_VOCAB
 from biofm.core.errors import BadInputError
+from biofm.models.base import Encoder, TokenOutput
 from biofm.nn.embed import PlanePatchEmbed, init_vit_weights, sincos_2d, trunc_normal_
 from biofm.nn.layers import Block
 
 CHANNEL_IDENTITY_MODES = ("vocab", "position", "none")
 POOL_MODES = ("cls", "mean")
+ATTN_IMPLS = ("grouped", "flex")
 
 
 @dataclass(frozen=True)
@@ -40,25 +43,21 @@ class BioViTConfig:
     img_size: int = 224
     pos_gain_init: float = 0.02
     pool: str = "cls"  # image embedding: "cls" token or "mean" of all channel-patch tokens
+    # "grouped": images batched by channel count, dense SDPA per group (flash kernels on GPU);
+    # "flex": all images in one packed sequence, FlexAttention with a block-diagonal mask
+    attn_impl: str = "grouped"
 
 
-@dataclass
-class TokenOutput:
-    """``cls`` (B, D) pooled image embedding (CLS token, or token mean with ``pool="mean"``);
-    ``patches`` (P, N, D) aligned with the batch's planes; ``grid`` (h, w)."""
-
-    cls: torch.Tensor
-    patches: torch.Tensor
-    grid: tuple[int, int]
-
-
-class BioViT(nn.Module):
+class BioViT(Encoder):
     def __init__(self, **kwargs: object) -> None:
         super().__init__()
         cfg = BioViTConfig(**kwargs)  # type: ignore[arg-type]
         if cfg.pool not in POOL_MODES:
             raise BadInputError(f"pool={cfg.pool!r} is not a pooling mode",
                                 f"use one of {POOL_MODES}")
+        if cfg.attn_impl not in ATTN_IMPLS:
+            raise BadInputError(f"attn_impl={cfg.attn_impl!r} is not an attention back-end",
+                                f"use one of {ATTN_IMPLS}")
         if cfg.channel_identity not in CHANNEL_IDENTITY_MODES:
             raise BadInputError(
                 f"channel_identity={cfg.channel_identity!r} is not a mode",
@@ -66,6 +65,12 @@ class BioViT(nn.Module):
             )
         self.cfg = cfg
         self.embed_dim = cfg.embed_dim
+        self.min_size = self.size_multiple = cfg.patch_size
+        self.uses_channel_ids = cfg.channel_identity == "vocab"
+        self.vocab_size = cfg.vocab_size
+        self.channel_order_invariant = cfg.channel_identity != "position"
+        if cfg.channel_identity == "position":
+            self.max_channels = cfg.max_channels
         self.patch_embed = PlanePatchEmbed(cfg.patch_size, cfg.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         # fixed sin-cos positions with a learned gain: starts small (like a learned position
@@ -90,41 +95,14 @@ class BioViT(nn.Module):
     def config_dict(self) -> dict[str, object]:
         return asdict(self.cfg)
 
-    # ------------------------------------------------------------------ input stage
-    def check_batch(self, batch: PackedBatch) -> None:
-        p = self.cfg.patch_size
-        if not torch.is_floating_point(batch.planes):
-            raise BadInputError(
-                f"planes have dtype {batch.planes.dtype}; the model takes floating point",
-                "normalise images to float32 first (biofm.data normalisation)",
-            )
-        h, w = batch.image_size
-        if h < p or w < p:
-            raise BadInputError(
-                f"images of {h}x{w} px are smaller than one {p}x{p} patch",
-                f"resize or tile images to at least {p}x{p} px (biofm embed does this)",
-            )
-        if h % p or w % p:
-            raise BadInputError(
-                f"image size {h}x{w} is not a multiple of the patch size {p}",
-                f"crop or resize to a multiple of {p} px",
-            )
-        if self.cfg.channel_identity == "vocab":
-            top = int(batch.channel_ids.max())
-            if top >= self.cfg.vocab_size or int(batch.channel_ids.min()) < 0:
-                raise BadInputError(
-                    f"channel id {top} is outside this model's vocabulary of "
-                    f"{self.cfg.vocab_size}",
-                    "map channel names with the model's ChannelVocab (unknown names -> 0)",
-                )
-        if self.cfg.channel_identity == "position" and int(batch.counts.max()) > \
-                self.cfg.max_channels:
-            raise BadInputError(
-                f"an image has {int(batch.counts.max())} channels; this model supports "
-                f"{self.cfg.max_channels} with channel_identity='position'",
-                "use channel_identity='vocab' or 'none', or fewer channels",
-            )
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
 
+    def compiled_regions(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    # ------------------------------------------------------------------ input stage
     def _pos(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         key = (h, w, str(device))
         if key not in self._pos_cache:
@@ -163,6 +141,8 @@ class BioViT(nn.Module):
     def _run(
         self, batch: PackedBatch, collect: Sequence[int] = ()
     ) -> tuple[TokenOutput, dict[int, torch.Tensor]]:
+        if self.cfg.attn_impl == "flex":
+            return self._run_flex(batch, collect)
         tok, grid = self.embed_planes(batch)
         n, d = tok.shape[1], tok.shape[2]
         device = tok.device
@@ -191,6 +171,59 @@ class BioViT(nn.Module):
         inters = {b: torch.cat([p[b] for p in inter_parts])[inv_img] for b in collect}
         return TokenOutput(cls=cls, patches=patches, grid=grid), inters
 
+    def _run_flex(
+        self, batch: PackedBatch, collect: Sequence[int] = ()
+    ) -> tuple[TokenOutput, dict[int, torch.Tensor]]:
+        """All images in one (1, L, D) sequence [cls_0, planes of 0, cls_1, ...] with a
+        block-diagonal FlexAttention mask: L = B + P * N, no padding, no grouping."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        tok, grid = self.embed_planes(batch)
+        if tok.device.type == "cpu" and tok.requires_grad:
+            raise BadInputError(
+                "attn_impl='flex' cannot train on CPU (FlexAttention has no CPU backward)",
+                "use attn_impl='grouped' (the default) on CPU, or run under torch.no_grad()",
+            )
+        p, n, d = tok.shape
+        b, device = batch.num_images, tok.device
+        counts, offsets = batch.counts.to(device), batch.offsets.to(device)
+        img_of_plane = batch.image_index.to(device)
+        cls_pos = torch.arange(b, device=device) + offsets[:-1] * n
+        # plane j's k-th token sits after the CLS tokens of images 0..img(j): one per image
+        tok_pos = (img_of_plane + torch.arange(p, device=device) * n + 1)[:, None] \
+            + torch.arange(n, device=device)[None]  # (P, N)
+        length = b + p * n
+        doc = torch.repeat_interleave(torch.arange(b, device=device), 1 + counts * n)
+        x = tok.new_empty(length, d)
+        x[cls_pos] = self.cls_token[0, 0].to(tok.dtype)
+        x[tok_pos.flatten()] = tok.reshape(p * n, d)
+
+        def same_image(_b: Any, _h: Any, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            return doc[q] == doc[kv]
+
+        mask = create_block_mask(same_image, None, None, length, length, device=device)
+        seq = x[None]
+        is_patch = torch.ones(length, dtype=torch.bool, device=device)
+        is_patch[cls_pos] = False
+        inter: dict[int, torch.Tensor] = {}
+        for i, blk in enumerate(self.blocks):
+            seq = blk(seq, block_mask=mask, segment=doc)
+            if i in collect:
+                inter[i] = self._pool_packed(self.norm(seq[0]), cls_pos, doc, is_patch, b)
+        out = self.norm(seq[0])
+        cls = self._pool_packed(out, cls_pos, doc, is_patch, b)
+        patches = out[tok_pos.flatten()].reshape(p, n, d)
+        return TokenOutput(cls=cls, patches=patches, grid=grid), inter
+
+    def _pool_packed(self, x: torch.Tensor, cls_pos: torch.Tensor, doc: torch.Tensor,
+                     is_patch: torch.Tensor, b: int) -> torch.Tensor:
+        """(L, D) packed normalised tokens -> (B, D) image embeddings."""
+        if self.cfg.pool == "cls":
+            return x[cls_pos]
+        sums = x.new_zeros(b, x.shape[1]).index_add_(0, doc[is_patch], x[is_patch])
+        n_tok = torch.bincount(doc[is_patch], minlength=b).to(x.dtype)
+        return sums / n_tok[:, None]
+
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         """(B_g, 1 + C*N, D) normalised tokens -> (B_g, D) image embeddings."""
         return x[:, 0] if self.cfg.pool == "cls" else x[:, 1:].mean(dim=1)
@@ -208,6 +241,4 @@ class BioViT(nn.Module):
         self, batch: PackedBatch, blocks: Sequence[int] | None = None
     ) -> dict[int, torch.Tensor]:
         """Per-block pooled features: {block index: (B, D)} (final norm applied, then pooled)."""
-        depth = len(self.blocks)
-        wanted = list(range(depth)) if blocks is None else [b % depth for b in blocks]
-        return self._run(batch, collect=wanted)[1]
+        return self._run(batch, collect=self.resolve_blocks(blocks))[1]

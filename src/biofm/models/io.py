@@ -12,6 +12,7 @@ from torch import nn
 
 from biofm._version import __version__
 from biofm.core.errors import BadInputError
+from biofm.models.base import Encoder
 from biofm.models.registry import create_model
 
 WEIGHTS = "encoder.safetensors"
@@ -20,22 +21,19 @@ CARD = "encoder.json"
 
 def save_encoder(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None
                  ) -> Path:
-    """Write ``encoder.safetensors`` + ``encoder.json`` (name, kwargs, vocab, version)."""
-    from safetensors.torch import save_file
+    """Write ``encoder.safetensors`` + ``encoder.json`` (the model's card, version, ``extra``).
 
-    from biofm.core.channels import DEFAULT_VOCAB
+    The loaded model keeps the card as ``weights_card``."""
+    from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    card = {
-        "format": "biofm-encoder/1",
-        "biofm_version": __version__,
+    arch = model.card() if isinstance(model, Encoder) else {
         "model_name": getattr(model, "model_name", None),
         "model_kwargs": getattr(model, "model_kwargs", {}),
         "embed_dim": int(model.embed_dim),  # type: ignore[arg-type]
-        "channel_vocab": list(DEFAULT_VOCAB.names),
-        **(extra or {}),
     }
+    card = {"format": "biofm-encoder/1", "biofm_version": __version__, **arch, **(extra or {})}
     if card["model_name"] is None:
         raise BadInputError("the model has no registry name", "build it with biofm.create_model")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -64,7 +62,7 @@ def load_encoder(path: str | Path) -> nn.Module:
     model = create_model(card["model_name"], **card.get("model_kwargs", {}))
     state = load_file(str(p / WEIGHTS))
     model.load_state_dict(state, strict=True)
-    model.card = card
+    model.weights_card = card
     return model.eval()
 
 
@@ -94,5 +92,5 @@ def load_encoder_any(path: str | Path) -> nn.Module:
     state = torch.load(ckpts[-1] / "state.pt", map_location="cpu", weights_only=True)
     model = state_dict_to_encoder(meta["model_name"], meta.get("model_kwargs", {}),
                                   state["encoder"])
-    model.card = meta.get("card", {})
+    model.weights_card = meta.get("card", {})
     return model

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from biofm.core.batch import PackedBatch
-from biofm.models.biovit import BioViT, TokenOutput
+from biofm.models.base import TokenOutput
+from biofm.models.biovit import BioViT
 
 
 def padded_forward_tokens(

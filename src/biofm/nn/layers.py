@@ -1,16 +1,47 @@
-"""Transformer building blocks (torch only): attention through SDPA, MLP, pre-norm block."""
+"""Transformer building blocks (torch only): attention through SDPA or FlexAttention, MLP,
+pre-norm block.
+
+Two attention back-ends: ``F.scaled_dot_product_attention`` on dense (B, L, D) sequences (flash /
+memory-efficient kernels on GPU), and FlexAttention on one packed sequence with a block mask
+(``block_mask``), so many images of different lengths attend only within themselves without
+padding. FlexAttention is compiled on CUDA; elsewhere it runs unfused (a reference path).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_FLEX: dict[str, Any] = {}
+
+
+def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any
+                   ) -> torch.Tensor:
+    """FlexAttention with ``block_mask``; the compiled kernel on CUDA, eager elsewhere."""
+    import warnings
+
+    from torch.nn.attention import flex_attention as fa
+
+    if q.is_cuda:
+        if "compiled" not in _FLEX:
+            _FLEX["compiled"] = torch.compile(fa.flex_attention, dynamic=False)
+        fn = _FLEX["compiled"]
+    else:
+        fn = fa.flex_attention
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
+        out: torch.Tensor = fn(q, k, v, block_mask=block_mask)
+    return out
 
 
 class Attention(nn.Module):
     """Multi-head self-attention with ``F.scaled_dot_product_attention``.
 
     ``key_padding_mask`` (B, L) marks real tokens with True; used only by the padded reference.
+    ``block_mask`` (a FlexAttention BlockMask) restricts attention within a packed sequence.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
@@ -22,11 +53,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+        block_mask: Any = None,
     ) -> torch.Tensor:
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, d_head)
+        if block_mask is not None:
+            out = flex_attention(q, k, v, block_mask)
+            return self.proj(out.transpose(1, 2).reshape(b, n, d))
         mask = None
         if key_padding_mask is not None:
             mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, L): True = attend
@@ -45,15 +80,22 @@ class Mlp(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample (identity at eval or p = 0)."""
+    """Stochastic depth per sample (identity at eval or p = 0).
+
+    ``segment`` (L,) gives the image of each token of one packed (1, L, D) sequence; the
+    residual branch is then dropped per image instead of per row."""
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segment: torch.Tensor | None = None) -> torch.Tensor:
         if self.p == 0.0 or not self.training:
             return x
+        if segment is not None:
+            n_img = int(segment.max()) + 1
+            keep = x.new_empty(n_img).bernoulli_(1 - self.p)[segment]
+            return x * keep[None, :, None] / (1 - self.p)
         keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
         return x * keep / (1 - self.p)
 
@@ -88,7 +130,9 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(
-        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+        block_mask: Any = None, segment: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), key_padding_mask)))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        attn = self.attn(self.norm1(x), key_padding_mask, block_mask)
+        x = x + self.drop_path(self.ls1(attn), segment)
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))), segment)
