@@ -114,3 +114,19 @@ def test_bad_inputs_name_the_fix(model: torch.nn.Module) -> None:
 def test_unknown_model_name_suggests() -> None:
     with pytest.raises(BadInputError, match="biovit_tiny"):
         biofm.create_model("biovit_tiny_typo")
+
+
+@pytest.mark.parametrize("name", ["biovit_tiny", "boc_vit_tiny", "bioresnet18"])
+def test_unseen_channel_names_map_to_unknown_and_embed(name: str) -> None:
+    torch.manual_seed(0)
+    kw = {"depth": 2} if "vit" in name else {}
+    m = biofm.create_model(name, **kw).eval()
+    names = ["Hoechst 33342", "my-new-probe-X17", "Alexa 568 phalloidin"]
+    ids = DEFAULT_VOCAB.ids(names)
+    assert ids[1] == DEFAULT_VOCAB.id("unknown") == 0 and ids[0] != 0
+    im = torch.randn(3, 32, 32)
+    with torch.no_grad():
+        named = m(PackedBatch.from_images([im], [ids]))
+        unnamed = m(PackedBatch.from_images([im]))  # no names at all: every channel unknown
+    assert torch.isfinite(named).all() and torch.isfinite(unnamed).all()
+    assert not torch.allclose(named, unnamed, atol=1e-6)  # the known names are used

@@ -131,3 +131,19 @@ def test_config_rejects_unknown_key_and_wrong_type(tmp_path: Path) -> None:
 def test_missing_manifest_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(BiofmError, match="biofm data index"):
         Trainer(_cfg(tmp_path / "nope.csv", tmp_path / "run"))
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("boc_vit_tiny", "{patch_size: 8, depth: 1, embed_dim: 32, num_heads: 2}"),
+    ("bioresnet18", "{stem_width: 8, widths: [8, 16, 16, 32], max_groups: 4}"),
+])
+def test_every_family_pretrains_and_exports(screen: Path, tmp_path: Path, name: str,
+                                            kwargs: str) -> None:
+    out = pretrain(_cfg(screen, tmp_path / "run", f"model.name={name}",
+                        f"model.kwargs={kwargs}", "optim.max_steps=2",
+                        "data.views={global_size: 32, local_size: 32, n_local: 1}"))
+    log = pd.read_csv(out / "log.csv")
+    assert log["step"].tolist() == [1, 2] and log["loss"].notna().all()
+    enc = load_encoder(out / "encoder")
+    assert enc.weights_card["model_name"] == name
+    assert enc.weights_card["architecture"] in ("BoCViT", "BioResNet")
