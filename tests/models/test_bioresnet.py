@@ -13,6 +13,7 @@ import biofm.models.bioresnet  # registers the variants
 from biofm.core import DEFAULT_VOCAB, BadInputError, PackedBatch
 from biofm.models.bioresnet import BioResNet
 from biofm.models.io import load_encoder, save_encoder
+from tests.models.batches import random_batch
 
 # max_groups=4: with widths this small the default rule leaves 2 channels per GroupNorm group,
 # and a 2-value group on the 1x1 last-stage map of a 32 px image amplifies float rounding
@@ -37,12 +38,7 @@ def _randomise(model: torch.nn.Module) -> None:
 
 
 def _batch(counts: list[int], size: int = 32, seed: int = 0, names: bool = True) -> PackedBatch:
-    g = torch.Generator().manual_seed(seed)
-    ims = [torch.randn(c, size, size, generator=g) for c in counts]
-    ids = None
-    if names:
-        ids = [torch.randint(0, len(DEFAULT_VOCAB), (c,), generator=g).tolist() for c in counts]
-    return PackedBatch.from_images(ims, ids)
+    return random_batch(counts, size, seed, names)
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,11 @@ import torch
 import biofm
 from biofm.core import DEFAULT_VOCAB, BadInputError, PackedBatch
 from biofm.models.padded import padded_forward_tokens
+from tests.models.batches import random_batch
 
 
 def _batch(counts: list[int], size: int = 32, seed: int = 0, names: bool = True) -> PackedBatch:
-    g = torch.Generator().manual_seed(seed)
-    ims = [torch.randn(c, size, size, generator=g) for c in counts]
-    ids = None
-    if names:
-        ids = [torch.randint(0, len(DEFAULT_VOCAB), (c,), generator=g).tolist() for c in counts]
-    return PackedBatch.from_images(ims, ids)
+    return random_batch(counts, size, seed, names)
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +126,14 @@ def test_unseen_channel_names_map_to_unknown_and_embed(name: str) -> None:
         unnamed = m(PackedBatch.from_images([im]))  # no names at all: every channel unknown
     assert torch.isfinite(named).all() and torch.isfinite(unnamed).all()
     assert not torch.allclose(named, unnamed, atol=1e-6)  # the known names are used
+
+
+def test_more_channels_than_position_slots_names_the_fix() -> None:
+    m = biofm.create_model("biovit_tiny", depth=1, channel_identity="position",
+                           max_channels=4).eval()
+    assert m.card()["input"]["max_channels"] == 4 and not m.channel_order_invariant
+    with torch.no_grad():
+        assert m(_batch([4, 2])).shape == (2, m.embed_dim)
+        with pytest.raises(BadInputError, match="at most 4") as err:
+            m(_batch([5]))
+    assert "select at most that many channels" in str(err.value)

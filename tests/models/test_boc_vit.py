@@ -13,17 +13,13 @@ import biofm.models.boc_vit  # noqa: F401  (registers the boc_vit variants)
 from biofm.core import DEFAULT_VOCAB, BadInputError, PackedBatch
 from biofm.models.boc_vit import BoCViT, segment_softmax
 from biofm.models.registry import create_model
+from tests.models.batches import random_batch
 
 TINY = {"depth": 2, "embed_dim": 64, "num_heads": 2}
 
 
 def _batch(counts: list[int], size: int = 32, seed: int = 0, names: bool = True) -> PackedBatch:
-    g = torch.Generator().manual_seed(seed)
-    ims = [torch.randn(c, size, size, generator=g) for c in counts]
-    ids = None
-    if names:
-        ids = [torch.randint(1, len(DEFAULT_VOCAB), (c,), generator=g).tolist() for c in counts]
-    return PackedBatch.from_images(ims, ids)
+    return random_batch(counts, size, seed, names, low_id=1)
 
 
 def _model(**kw: object) -> BoCViT:

@@ -14,14 +14,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from biofm.core.batch import PackedBatch
 from biofm.core.channels import DEFAULT_VOCAB
 from biofm.core.errors import BadInputError
-from biofm.models.base import Encoder, TokenOutput
-from biofm.nn.embed import PlanePatchEmbed, init_vit_weights, sincos_2d, trunc_normal_
-from biofm.nn.layers import Block
+from biofm.models.base import TokenOutput
+from biofm.models.vit_base import PlaneViTEncoder
 
 CHANNEL_IDENTITY_MODES = ("vocab", "position", "none")
 POOL_MODES = ("cls", "mean")
@@ -48,7 +46,9 @@ class BioViTConfig:
     attn_impl: str = "grouped"
 
 
-class BioViT(Encoder):
+class BioViT(PlaneViTEncoder):
+    """Joint attention over all channel tokens of an image, pad-free (module docstring)."""
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__()
         cfg = BioViTConfig(**kwargs)  # type: ignore[arg-type]
@@ -58,73 +58,11 @@ class BioViT(Encoder):
         if cfg.attn_impl not in ATTN_IMPLS:
             raise BadInputError(f"attn_impl={cfg.attn_impl!r} is not an attention back-end",
                                 f"use one of {ATTN_IMPLS}")
-        if cfg.channel_identity not in CHANNEL_IDENTITY_MODES:
-            raise BadInputError(
-                f"channel_identity={cfg.channel_identity!r} is not a mode",
-                f"use one of {CHANNEL_IDENTITY_MODES}",
-            )
-        self.cfg = cfg
-        self.embed_dim = cfg.embed_dim
-        self.min_size = self.size_multiple = cfg.patch_size
-        self.uses_channel_ids = cfg.channel_identity == "vocab"
-        self.vocab_size = cfg.vocab_size
-        self.channel_order_invariant = cfg.channel_identity != "position"
-        if cfg.channel_identity == "position":
-            self.max_channels = cfg.max_channels
-        self.patch_embed = PlanePatchEmbed(cfg.patch_size, cfg.embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        # fixed sin-cos positions with a learned gain: starts small (like a learned position
-        # embedding initialised at std 0.02) so image content, not position, dominates at init
-        self.pos_gain = nn.Parameter(torch.tensor(cfg.pos_gain_init))
-        n_ids = {"vocab": cfg.vocab_size, "position": cfg.max_channels, "none": 0}
-        self.channel_embed = (
-            nn.Embedding(n_ids[cfg.channel_identity], cfg.embed_dim)
-            if cfg.channel_identity != "none" else None
-        )
-        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
-        self.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, r, cfg.layerscale) for r in rates
-        )
-        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
-        self._pos_cache: dict[tuple[int, int, str], torch.Tensor] = {}
-        self.apply(init_vit_weights)
-        trunc_normal_(self.cls_token)
-        if self.channel_embed is not None:
-            trunc_normal_(self.channel_embed.weight)
+        self._build_trunk(cfg)
+        self._init_trunk()
 
     def config_dict(self) -> dict[str, object]:
         return asdict(self.cfg)
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.blocks)
-
-    def compiled_regions(self) -> list[nn.Module]:
-        return list(self.blocks)
-
-    # ------------------------------------------------------------------ input stage
-    def _pos(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        key = (h, w, str(device))
-        if key not in self._pos_cache:
-            self._pos_cache[key] = sincos_2d(h, w, self.embed_dim, device)
-        return self._pos_cache[key]
-
-    def _slot_index(self, batch: PackedBatch) -> torch.Tensor:
-        """(P,) position of each plane inside its image (0..C_i-1)."""
-        starts = torch.repeat_interleave(batch.offsets[:-1], batch.counts)
-        return torch.arange(batch.planes.shape[0], device=starts.device) - starts
-
-    def embed_planes(self, batch: PackedBatch) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Tokens of every plane with position and channel identity added: (P, N, D)."""
-        self.check_batch(batch)
-        tok = self.patch_embed(batch.planes)  # (P, N, D)
-        h, w = (s // self.cfg.patch_size for s in batch.image_size)
-        tok = tok + self.pos_gain * self._pos(h, w, tok.device).to(tok.dtype)
-        if self.channel_embed is not None:
-            ids = batch.channel_ids if self.cfg.channel_identity == "vocab" \
-                else self._slot_index(batch)
-            tok = tok + self.channel_embed(ids)[:, None, :]  # (P, 1, D)
-        return tok, (h, w)
 
     # ------------------------------------------------------------------ trunk
     def _groups(self, batch: PackedBatch) -> list[tuple[int, torch.Tensor, torch.Tensor]]:

@@ -43,10 +43,10 @@ from torch import nn
 from biofm.core.batch import PackedBatch
 from biofm.core.channels import DEFAULT_VOCAB
 from biofm.core.errors import BadInputError
-from biofm.models.base import Encoder, TokenOutput
+from biofm.models.base import TokenOutput
 from biofm.models.registry import register_model
-from biofm.nn.embed import PlanePatchEmbed, init_vit_weights, sincos_2d, trunc_normal_
-from biofm.nn.layers import Block
+from biofm.models.vit_base import PlaneViTEncoder
+from biofm.nn.embed import trunc_normal_
 from biofm.nn.segment import segment_mean, segment_softmax, segment_sum
 
 CHANNEL_IDENTITY_MODES = ("vocab", "none")
@@ -106,75 +106,28 @@ class AttentionPool(nn.Module):
         return self.norm(out)
 
 
-class BoCViT(Encoder):
+class BoCViT(PlaneViTEncoder):
     """Bag-of-channels ViT: a shared single-channel ViT trunk plus set fusion (module doc)."""
+
+    identity_modes = CHANNEL_IDENTITY_MODES
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         cfg = BoCViTConfig(**kwargs)
-        if cfg.channel_identity not in CHANNEL_IDENTITY_MODES:
-            raise BadInputError(
-                f"channel_identity={cfg.channel_identity!r} is not a mode of BoCViT",
-                f"use one of {CHANNEL_IDENTITY_MODES}",
-            )
         if cfg.fusion not in FUSION_MODES:
             raise BadInputError(f"fusion={cfg.fusion!r} is not a fusion mode",
                                 f"use one of {FUSION_MODES}")
-        self.cfg = cfg
-        self.embed_dim = cfg.embed_dim
-        self.min_size = self.size_multiple = cfg.patch_size
-        self.uses_channel_ids = cfg.channel_identity == "vocab"
-        self.vocab_size = cfg.vocab_size
-        self.patch_embed = PlanePatchEmbed(cfg.patch_size, cfg.embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        # fixed sin-cos positions times a learned gain, started small as in BioViT
-        self.pos_gain = nn.Parameter(torch.tensor(cfg.pos_gain_init))
-        self.channel_embed = (
-            nn.Embedding(cfg.vocab_size, cfg.embed_dim) if self.uses_channel_ids else None
-        )
-        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
-        self.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, r, cfg.layerscale) for r in rates
-        )
-        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self._build_trunk(cfg)
         self.fusion = (
             AttentionPool(cfg.embed_dim, cfg.fusion_heads or cfg.num_heads)
             if cfg.fusion == "attention" else None
         )
-        self._pos_cache: dict[tuple[int, int, str], torch.Tensor] = {}
-        self.apply(init_vit_weights)
-        trunc_normal_(self.cls_token)
-        if self.channel_embed is not None:
-            trunc_normal_(self.channel_embed.weight)
+        self._init_trunk()
         if self.fusion is not None:
             trunc_normal_(self.fusion.query)
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.cfg)
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.blocks)
-
-    def compiled_regions(self) -> list[nn.Module]:
-        return list(self.blocks)
-
-    # ------------------------------------------------------------------ trunk
-    def _pos(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        key = (h, w, str(device))
-        if key not in self._pos_cache:
-            self._pos_cache[key] = sincos_2d(h, w, self.embed_dim, device)
-        return self._pos_cache[key]
-
-    def embed_planes(self, batch: PackedBatch) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Tokens of every plane with position and stain identity added: (P, N, D)."""
-        self.check_batch(batch)
-        tok = self.patch_embed(batch.planes)  # (P, N, D)
-        h, w = (s // self.cfg.patch_size for s in batch.image_size)
-        tok = tok + self.pos_gain * self._pos(h, w, tok.device).to(tok.dtype)
-        if self.channel_embed is not None:
-            tok = tok + self.channel_embed(batch.channel_ids.to(tok.device))[:, None, :]
-        return tok, (h, w)
 
     def _run(
         self, batch: PackedBatch, collect: Sequence[int] = ()
