@@ -60,6 +60,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return float(value)
         except ValueError:
             pass
+    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # e.g. crops_per_field: 4 (a number where words are also allowed)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise ConfigError(

@@ -33,14 +33,19 @@ log = logging.getLogger(__name__)
 QUICKSTART_CONFIG: dict[str, Any] = {
     "model": {"name": "biovit_tiny", "kwargs": {"patch_size": 8, "depth": 6, "pool": "mean"}},
     "data": {
-        "crop_size": 64, "batch_size": 32, "crops_per_field": "1", "cache_fields": 1024,
-        # views keep the pixel scale (crops, not zooms): object size is biology here
-        "views": {"global_size": 48, "local_size": 24, "n_local": 4, "ratio": [1.0, 1.0],
-                  "global_scale": [0.5, 0.6], "local_scale": [0.12, 0.16]},
+        # 32 px crops centred on nuclei (about one cell each), 4 per field: the phenotypes are
+        # per cell, and cell-sized views make DINO compare cells rather than cell layouts
+        "crop_size": 32, "batch_size": 64, "crops_per_field": "4", "cache_fields": 1024,
+        # views keep the pixel scale (crops, not zooms): object size is biology here; no
+        # photometric jitter or channel dropout, which erase the intensity and single-channel
+        # phenotypes of this screen
+        "views": {"global_size": 24, "local_size": 16, "n_local": 4, "ratio": [1.0, 1.0],
+                  "global_scale": [0.5, 0.6], "local_scale": [0.2, 0.3],
+                  "p_intensity": 0.0, "p_gamma": 0.0, "p_channel_drop": 0.0},
     },
     "dino": {"out_dim": 1024, "hidden_dim": 512, "bottleneck_dim": 128,
              "teacher_temp": 0.04, "momentum_start": 0.99},
-    "optim": {"epochs": 8, "lr": 5e-4, "warmup_steps": 20, "clip_grad": 3.0},
+    "optim": {"epochs": 6, "lr": 2e-4, "warmup_steps": 20, "clip_grad": 3.0},
     "run": {"log_every": 5, "checkpoint_every": 50, "seed": 0},
 }
 
