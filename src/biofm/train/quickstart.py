@@ -59,11 +59,7 @@ def quickstart_config(out_dir: Path, manifest: Path, overrides: list[str] | None
 
 
 def _embed_eval(model: torch.nn.Module, df: pd.DataFrame, root: Path, cfg: PretrainConfig,
-                ) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
-    lo, hi = cfg.data.views.global_scale
-    tile = round(cfg.data.crop_size * ((lo + hi) / 2) ** 0.5)  # as seen in training
-    ecfg = EmbedConfig(tile=tile, input_size=cfg.data.views.global_size, batch_size=64,
-                       progress=False)
+                ecfg: EmbedConfig) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
     emb, meta = embed_manifest(model, df, ecfg, normalize=cfg.data.normalize, root=root)
     scores = evaluate_knn(emb, meta["treatment"].astype(str).to_numpy(), k=10, n_splits=5)
     return emb, meta, scores
@@ -84,8 +80,10 @@ def run_quickstart(out_dir: str | Path, overrides: list[str] | None = None,
     trained = load_encoder(run_dir / "encoder")
     torch.manual_seed(cfg.run.seed)
     random_init = create_model(cfg.model.name, **cfg.model.kwargs).eval()
-    emb_p, meta, s_p = _embed_eval(trained, df, manifest.parent, cfg)
-    emb_r, _, s_r = _embed_eval(random_init, df, manifest.parent, cfg)
+    # both encoders see the images as the trained one did in training (tiles from its card)
+    ecfg = EmbedConfig.for_model(trained, batch_size=64, progress=False)
+    emb_p, meta, s_p = _embed_eval(trained, df, manifest.parent, cfg, ecfg)
+    emb_r, _, s_r = _embed_eval(random_init, df, manifest.parent, cfg, ecfg)
     results = {
         "data": "synthetic (procedurally generated cells; not real microscopy)",
         "n_images": len(meta), "n_treatments": int(meta["treatment"].nunique()),
