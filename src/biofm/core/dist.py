@@ -72,6 +72,12 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    if is_dist():
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return t
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if is_dist():
         tdist.all_reduce(t)

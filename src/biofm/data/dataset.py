@@ -204,7 +204,7 @@ class ManifestDataset(Dataset[Item]):
         if isinstance(prepared, Skipped):
             return prepared
         gen = generator_for(self.seed, self.epoch, index)
-        meta = {**prepared.meta, "field_index": f, "crop_index": k}
+        meta = {**prepared.meta, "index": index, "field_index": f, "crop_index": k}
         if self.crop_size is None:
             x = torch.from_numpy(prepared.pixels)
         else:

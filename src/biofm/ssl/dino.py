@@ -10,22 +10,15 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from biofm.core.batch import PackedBatch
+from biofm.core import dist
 from biofm.core.errors import ConfigError
-
-
-class Views(Protocol):
-    global_views: PackedBatch
-    local_views: PackedBatch | None
-    n_global: int
-    n_local: int
-    batch_size: int
+from biofm.ssl.base import Objective, Views
 
 
 @dataclass(frozen=True)
@@ -92,14 +85,18 @@ def sinkhorn_knopp(teacher_out: torch.Tensor, teacher_temp: float, n_iters: int 
     """Teacher targets (N, K) whose rows sum to 1 and whose prototypes are used about equally
     across the batch: alternating row/column normalisation of exp(logits / T).
 
-    teacher_out: (N, K) logits. Returns (N, K) probabilities.
+    teacher_out: (N, K) logits of this rank's samples. Returns (N, K) probabilities. Under
+    torch.distributed the prototype sums run over the global batch (all ranks), so the targets
+    equal those of one process holding the whole batch.
     """
     logits = teacher_out.float() / teacher_temp
-    q = torch.exp(logits - logits.max()).T  # (K, N)
-    q = q / q.sum()
-    k, n = q.shape
+    top = dist.all_reduce_max(logits.max().detach().clone())
+    q = torch.exp(logits - top).T  # (K, N)
+    k = q.shape[0]
+    n = dist.all_reduce_sum(torch.tensor(float(q.shape[1]), device=q.device))
+    q = q / dist.all_reduce_sum(q.sum())
     for _ in range(n_iters):
-        q = q / q.sum(dim=1, keepdim=True) / k  # each prototype gets mass 1/K
+        q = q / dist.all_reduce_sum(q.sum(dim=1, keepdim=True)) / k  # prototype mass 1/K
         q = q / q.sum(dim=0, keepdim=True) / n  # each sample gets mass 1/N
     return (q * n).T
 
@@ -132,11 +129,16 @@ def cosine_schedule(start: float, end: float, step: int, total: int) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
-class DINO(nn.Module):
+class DINO(Objective):
     """Student (backbone + head), EMA teacher, running centre."""
 
-    def __init__(self, backbone: nn.Module, cfg: DINOConfig, total_steps: int) -> None:
+    name = "dino"
+    needs_local_views = True
+
+    def __init__(self, backbone: nn.Module, cfg: DINOConfig, total_steps: int,
+                 freeze_last_layer_steps: int = 0) -> None:
         super().__init__()
+        self.freeze_last_layer_steps = freeze_last_layer_steps
         if cfg.centering not in ("sinkhorn", "center"):
             raise ConfigError(f"dino.centering={cfg.centering!r}",
                               "use 'sinkhorn' (Sinkhorn-Knopp) or 'center' (running centre)")
@@ -153,6 +155,19 @@ class DINO(nn.Module):
         self.step: torch.Tensor
         self.register_buffer("center", torch.zeros(cfg.out_dim))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.student
+
+    @property
+    def export_encoder(self) -> nn.Module:
+        return self.teacher
+
+    def step_grads(self, step: int) -> None:
+        """Freeze the prototypes for the first ``freeze_last_layer_steps`` steps."""
+        if step < self.freeze_last_layer_steps:
+            self.student_head.prototypes.grad = None
 
     def teacher_temp(self) -> float:
         c, s = self.cfg, int(self.step)
@@ -183,14 +198,12 @@ class DINO(nn.Module):
             loss = dino_loss(s_out, t_out, self.center, n_views, views.n_global,
                              self.cfg.student_temp, temp)
         self._update_center(t_out)
-        with torch.no_grad():
-            feats = s_emb[0].float()
-            feat_std = F.normalize(feats, dim=-1).std(dim=0).mean()
-        return {"loss": loss, "teacher_temp": temp, "feature_std": float(feat_std)}
+        return {"loss": loss, "teacher_temp": temp, "momentum": self.momentum(),
+                "features": s_emb[0][: views.batch_size].detach()}
 
     @torch.no_grad()
     def _update_center(self, teacher_out: torch.Tensor) -> None:
-        batch_center = teacher_out.float().mean(dim=0)
+        batch_center = dist.all_reduce_mean(teacher_out.float().mean(dim=0))
         m = self.cfg.center_momentum
         self.center.mul_(m).add_(batch_center, alpha=1 - m)
 

@@ -1,4 +1,9 @@
-"""Pretraining configuration: frozen dataclasses, YAML presets in ``configs/``, overrides."""
+"""Pretraining configuration: frozen dataclasses, YAML presets in ``configs/``, overrides.
+
+``data.batch_size`` is the **global** batch of one optimiser step: on ``W`` processes with
+``optim.accum_steps = A`` each process runs ``A`` micro-batches of ``batch_size / (W * A)``
+samples per step, so a run gives the same updates on 1 or many processes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,11 @@ from typing import Any
 from biofm.data.normalize import NormalizeConfig
 from biofm.data.views import MultiCropConfig
 from biofm.ssl.dino import DINOConfig
+from biofm.ssl.mae import MAEConfig
+from biofm.ssl.simclr import SimCLRConfig
+from biofm.ssl.weak import WeakConfig
+
+OBJECTIVES = ("dino", "mae", "simclr", "wsdino", "supcon")
 
 
 @dataclass(frozen=True)
@@ -22,7 +32,7 @@ class DataSection:
     crop_size: int = 96
     crops_per_field: str = "1"  # an integer, or "area" (large fields give more crops)
     resize_small: bool = True
-    batch_size: int = 32
+    batch_size: int = 32  # global batch per optimiser step (all processes, all micro-batches)
     num_workers: int = 0
     cache_fields: int = 16
     views: MultiCropConfig = field(default_factory=MultiCropConfig)
@@ -38,8 +48,18 @@ class OptimSection:
     warmup_steps: int = 50
     weight_decay: float = 0.04
     weight_decay_end: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.999)
     clip_grad: float = 3.0
     freeze_last_layer_steps: int = 0
+    accum_steps: int = 1  # micro-batches per optimiser step and process
+    fused: str = "auto"  # "auto" (fused AdamW on CUDA), "true", "false"
+
+
+@dataclass(frozen=True)
+class DistSection:
+    strategy: str = "ddp"  # "ddp" (replicated weights) or "fsdp" (sharded, for base/large)
+    backend: str = "auto"  # "auto": nccl on GPU, gloo on CPU
+    find_unused_parameters: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,8 @@ class RunSection:
     out_dir: str = "runs/biofm"
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    compile: bool = False  # torch.compile the encoder's blocks (regional compilation)
     log_every: int = 10
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -54,12 +76,21 @@ class RunSection:
     tensorboard: bool = False
     progress: bool = True
     threads: int = 0  # 0 = torch default
+    trace_samples: bool = False  # write samples_rank{r}.csv: the dataset indices of each step
+    probe_manifest: str = ""  # labelled manifest for a periodic k-NN probe ("" = off)
+    probe_label: str = "treatment"
+    probe_every: int = 0  # steps between probes (0 = only at the end when a manifest is set)
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
+    objective: str = "dino"  # one of OBJECTIVES
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     dino: DINOConfig = field(default_factory=DINOConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    weak: WeakConfig = field(default_factory=WeakConfig)
     optim: OptimSection = field(default_factory=OptimSection)
+    dist: DistSection = field(default_factory=DistSection)
     run: RunSection = field(default_factory=RunSection)

@@ -1,4 +1,8 @@
-"""Run logs: CSV always, TensorBoard when asked for and installed."""
+"""Run logs: CSV always (rank 0), TensorBoard when asked for and installed.
+
+On resume, rows past the checkpoint's step are dropped first: those steps are run again, so the
+log holds each step once.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,30 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def truncate_csv(path: Path, last_step: int, column: str = "step") -> None:
+    """Drop the rows of ``path`` whose ``column`` is greater than ``last_step`` (atomic)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    k = header.index(column)
+    kept = [r for r in body if r and int(float(r[k])) <= last_step]
+    if len(kept) == len(body):
+        return
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        csv.writer(fh).writerows([header, *kept])
+    tmp.replace(path)
+
+
 class RunLogger:
-    def __init__(self, out_dir: Path, tensorboard: bool = False) -> None:
+    def __init__(self, out_dir: Path, tensorboard: bool = False, resume_step: int = 0) -> None:
         self.path = out_dir / "log.csv"
         self._fields: list[str] | None = None
+        truncate_csv(self.path, resume_step)
         if self.path.is_file():
             with open(self.path, newline="") as fh:
                 header = next(csv.reader(fh), None)
@@ -33,6 +57,8 @@ class RunLogger:
             self._fields = list(row)
             with open(self.path, "w", newline="") as fh:
                 csv.writer(fh).writerow(self._fields)
+        elif any(k not in self._fields for k in row):
+            log.debug("log.csv columns are fixed by its first row; extra keys dropped")
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, self._fields, extrasaction="ignore").writerow(row)
         if self._tb is not None:
@@ -44,3 +70,17 @@ class RunLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+class SampleTrace:
+    """``samples_rank{r}.csv``: one row per sample a step used (step, epoch, index)."""
+
+    def __init__(self, out_dir: Path, rank: int, resume_step: int) -> None:
+        self.path = out_dir / f"samples_rank{rank}.csv"
+        truncate_csv(self.path, resume_step)
+        if not self.path.is_file():
+            self.path.write_text("step,epoch,index\n")
+
+    def write(self, step: int, epoch: int, indices: list[int]) -> None:
+        with open(self.path, "a") as fh:
+            fh.writelines(f"{step},{epoch},{i}\n" for i in indices)

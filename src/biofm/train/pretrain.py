@@ -1,16 +1,19 @@
-"""DINO pretraining of a registered encoder on a manifest: the training loop.
+"""Pretraining loop for every objective, on one CPU process or many GPUs under ``torchrun``.
 
-Resumable: checkpoints hold model, teacher, optimiser, step, epoch, position in the epoch,
-bad-sample counts and RNG state; ``pretrain`` picks up the newest one in ``run.out_dir``.
+Resumable to the sample: a checkpoint holds the objective (student, teacher, heads), optimiser,
+step, epoch, the data position of every rank, bad-sample counts and RNG states; ``pretrain``
+picks up the newest one in ``run.out_dir`` (on the same or another number of processes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +22,28 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from biofm.core import dist
 from biofm.core.errors import BadInputError, BiofmError
 from biofm.data.badsamples import BadSampleCounter, check_bad_fraction
 from biofm.data.collate import ViewBatch, collate_views
-from biofm.data.dataset import IoLoader, ManifestDataset, add_image_sizes
-from biofm.data.views import MultiCropViews
-from biofm.io.manifest import read_manifest
 from biofm.models.io import save_encoder
-from biofm.models.registry import create_model
-from biofm.ssl.dino import DINO, cosine_schedule
+from biofm.ssl.dino import cosine_schedule
+from biofm.ssl.monitor import effective_rank, feature_std
 from biofm.train import checkpoint as ckpt
+from biofm.train.build import (
+    build_dataset,
+    build_objective,
+    check_config,
+    make_optimizer,
+    pick_device,
+    wrap_parallel,
+)
 from biofm.train.config import PretrainConfig
-from biofm.train.logger import RunLogger
+from biofm.train.logger import RunLogger, SampleTrace
+from biofm.train.probe import Probe
 from biofm.train.sampler import EpochSampler
 from biofm.train.schedules import warmup_cosine
+from biofm.train.state import encoder_from_state, load_run_state, run_state
 
 log = logging.getLogger(__name__)
 
@@ -51,109 +62,74 @@ def git_sha() -> str:
         return "unknown"
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def build_dataset(cfg: PretrainConfig) -> ManifestDataset:
-    d = cfg.data
-    if not d.manifest:
-        raise BadInputError("no training manifest given",
-                            "pass --data manifest.csv (build one with 'biofm data index')")
-    if not Path(d.manifest).is_file():
-        raise BadInputError(f"manifest {d.manifest} not found",
-                            "build it with 'biofm data index FOLDER --out manifest.csv'")
-    per_field: int | str = "area" if d.crops_per_field == "area" else int(d.crops_per_field)
-    root = Path(d.manifest).parent
-    df = read_manifest(d.manifest)
-    if per_field == "area" and not {"height", "width"} <= set(df.columns):
-        log.info("measuring %d fields for crops_per_field=area", len(df))
-        df = add_image_sizes(df, IoLoader(root))
-    return ManifestDataset(
-        df, MultiCropViews(d.views), crop_size=d.crop_size, root=root,
-        crops_per_field=per_field,  # type: ignore[arg-type]
-        cache_size=d.cache_fields, seed=cfg.run.seed, resize_small=d.resize_small,
-        normalize=d.normalize,
-    )
-
-
-def param_groups(module: torch.nn.Module) -> list[dict[str, Any]]:
-    """Weight decay on matrices only (not biases, norms, tokens, embeddings of ids)."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim <= 1 or name.endswith(("cls_token", "pos_gain")) or "channel_embed" in name
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
-
-
-def _state(method: DINO, opt: torch.optim.Optimizer, pos: dict[str, int],
-           bad: BadSampleCounter) -> dict[str, Any]:
-    return {
-        "method": method.state_dict(), "optimizer": opt.state_dict(),
-        "encoder": method.teacher.state_dict(), "position": pos,
-        "bad": {"seen": bad.seen, "bad": bad.bad, "ids": bad.ids},
-        "rng_cpu": torch.get_rng_state(),
-    }
-
-
 class Trainer:
     """Owns the pieces of one run; ``fit()`` runs (or resumes) it to the end."""
 
     def __init__(self, cfg: PretrainConfig) -> None:
+        check_config(cfg)
         self.cfg = cfg
+        dist.init(cfg.dist.backend)
+        self.rank, self.world = dist.rank(), dist.world_size()
         self.out = Path(cfg.run.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        if dist.is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         torch.manual_seed(cfg.run.seed)
         self.device = pick_device(cfg.run.device)
         self.dataset = build_dataset(cfg)
-        self.sampler = EpochSampler(len(self.dataset), seed=cfg.run.seed)
-        bs = cfg.data.batch_size
-        if len(self.dataset) < bs:
+        self.sampler = EpochSampler(len(self.dataset), cfg.data.batch_size, seed=cfg.run.seed,
+                                    rank=self.rank, world_size=self.world,
+                                    accum_steps=cfg.optim.accum_steps)
+        if self.sampler.steps_per_epoch < 1:
             raise BadInputError(
-                f"the dataset has {len(self.dataset)} crops, fewer than one batch of {bs}",
+                f"the dataset has {len(self.dataset)} crops, fewer than one batch of "
+                f"{cfg.data.batch_size}",
                 "lower data.batch_size or use more images / crops_per_field",
             )
-        self.steps_per_epoch = len(self.dataset) // bs
+        self.steps_per_epoch = self.sampler.steps_per_epoch
         total = cfg.optim.epochs * self.steps_per_epoch
         self.total_steps = min(total, cfg.optim.max_steps) if cfg.optim.max_steps > 0 else total
-        backbone = create_model(cfg.model.name, **cfg.model.kwargs)
-        self.method = DINO(backbone, cfg.dino, self.total_steps).to(self.device)
-        self.opt = torch.optim.AdamW(param_groups(self.method), lr=cfg.optim.lr,
-                                     betas=(0.9, 0.999))
+        self.method = build_objective(cfg, self.total_steps).to(self.device)
+        if cfg.run.compile:
+            for enc in {id(m): m for m in (self.method.encoder,
+                                           self.method.export_encoder)}.values():
+                enc.compile_regions()  # type: ignore[operator]
+        self.model = wrap_parallel(cfg, self.method, self.device)
+        self.opt = make_optimizer(cfg, self.method, self.device)
         self.bad = BadSampleCounter()
-        self.pos = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
+        self.pos = {"step": 0, "epoch": 0, "step_in_epoch": 0}
         self.logger: RunLogger | None = None
+        self.trace: SampleTrace | None = None
+        self.probe = Probe.from_config(cfg.run)
         self._dl: DataLoader[Any] | None = None
+        self._t_start = 0.0
 
     # ------------------------------------------------------------------ setup
     def _loader(self) -> DataLoader[Any]:
         """One loader for the run, so persistent workers survive across epochs; the sampler
         and the dataset's shared epoch counter carry the per-epoch state."""
-        if self._dl is not None:
-            return self._dl
-        n = self.cfg.data.num_workers
-        self._dl = DataLoader(
-            self.dataset, batch_size=self.cfg.data.batch_size, sampler=self.sampler,
-            collate_fn=functools.partial(collate_views, n_global=self.cfg.data.views.n_global),
-            num_workers=n, drop_last=True, persistent_workers=n > 0,
-            pin_memory=self.device.type == "cuda", prefetch_factor=4 if n > 0 else None,
-        )
+        if self._dl is None:
+            n = self.cfg.data.num_workers
+            self._dl = DataLoader(
+                self.dataset, batch_size=self.sampler.micro_batch, sampler=self.sampler,
+                collate_fn=collate_views,
+                num_workers=n, drop_last=True, persistent_workers=n > 0,
+                pin_memory=self.device.type == "cuda", prefetch_factor=4 if n > 0 else None,
+            )
         return self._dl
 
     def _write_run_info(self) -> None:
-        resolved = dataclasses.asdict(self.cfg)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
+        if not dist.is_main():
+            return
+        resolved = _plain(dataclasses.asdict(self.cfg))
+        (self.out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         (self.out / "run.yaml").write_text(yaml.safe_dump({
             "git_sha": git_sha(), "total_steps": self.total_steps,
             "steps_per_epoch": self.steps_per_epoch, "dataset_items": len(self.dataset),
-            "device": str(self.device),
+            "device": str(self.device), "world_size": self.world,
+            "micro_batch": self.sampler.micro_batch, "torch": str(torch.__version__),
         }))
 
     def resume(self) -> bool:
@@ -161,12 +137,7 @@ class Trainer:
         if found is None:
             return False
         state, _ = ckpt.load_checkpoint(found)
-        self.method.load_state_dict(state["method"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.pos = dict(state["position"])
-        b = state["bad"]
-        self.bad = BadSampleCounter(seen=b["seen"], bad=b["bad"], ids=list(b["ids"]))
-        torch.set_rng_state(state["rng_cpu"])
+        self.pos, self.bad = load_run_state(self, state)
         log.info("resumed from %s (step %d)", found, self.pos["step"])
         return True
 
@@ -175,17 +146,22 @@ class Trainer:
         d = self.cfg.data
         lo, hi = d.views.global_scale
         tile = round(d.crop_size * ((lo + hi) / 2) ** 0.5)  # field of view of a global view
-        return {"objective": "dino", "trained_steps": self.pos["step"],
+        return {"objective": self.cfg.objective, "trained_steps": self.pos["step"],
                 "tile": tile, "input_size": d.views.global_size,
                 "normalize": _plain(dataclasses.asdict(d.normalize)),
                 "training_manifest": d.manifest}
 
-    def save(self) -> Path:
-        meta = {"model_name": self.cfg.model.name, "model_kwargs": self.cfg.model.kwargs,
-                "git_sha": git_sha(), "card": self.card()}
-        return ckpt.save_checkpoint(self.out / "checkpoints", self.pos["step"],
-                                    _state(self.method, self.opt, self.pos, self.bad), meta,
-                                    keep=self.cfg.run.keep_checkpoints)
+    def save(self) -> dict[str, Any]:
+        """Write a checkpoint (every rank takes part in gathering; rank 0 writes); returns
+        the state."""
+        state = run_state(self)
+        if dist.is_main():
+            meta = {"model_name": self.cfg.model.name, "model_kwargs": self.cfg.model.kwargs,
+                    "git_sha": git_sha(), "card": self.card(), "world_size": self.world}
+            ckpt.save_checkpoint(self.out / "checkpoints", self.pos["step"], state, meta,
+                                 keep=self.cfg.run.keep_checkpoints)
+        dist.barrier()
+        return state
 
     # ------------------------------------------------------------------ step
     def _set_schedules(self, step: int) -> tuple[float, float]:
@@ -197,77 +173,158 @@ class Trainer:
             g["weight_decay"] = wd if g["apply_wd"] else 0.0
         return lr, wd
 
-    def step(self, batch: ViewBatch) -> dict[str, Any]:
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.cfg.run.precision == "bf16")
+
+    def _no_sync(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        no_sync = getattr(self.model, "no_sync", None)
+        if not last and callable(no_sync):
+            return no_sync()
+        return contextlib.nullcontext()
+
+    def step(self, micro: list[ViewBatch]) -> dict[str, Any]:
+        """One optimiser step over this rank's micro-batches; returns float logs."""
         step = self.pos["step"]
         lr, wd = self._set_schedules(step)
-        out = self.method(batch.to(self.device, non_blocking=True))
-        loss = out["loss"]
-        if not torch.isfinite(loss):
+        self.opt.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        feats = []
+        for k, batch in enumerate(micro):
+            with self._no_sync(k == len(micro) - 1), self._autocast():
+                out = self.model(batch.to(self.device, non_blocking=True))
+            loss = out["loss"].float()
+            self._check_finite(loss, step)
+            (loss / len(micro)).backward()
+            feats.append(out["features"].float())
+            for key, v in out.items():
+                if key not in ("loss", "features") and isinstance(v, (int, float)):
+                    logs[key] = logs.get(key, 0.0) + float(v) / len(micro)
+            logs["loss"] = logs.get("loss", 0.0) + loss.item() / len(micro)
+        if self.cfg.optim.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.optim.clip_grad)
+        self.method.step_grads(step)
+        self.opt.step()
+        self.method.on_step_end()
+        logs["loss"] = float(dist.all_reduce_mean(torch.tensor(logs["loss"])))
+        self._features = torch.cat(feats)
+        return {**logs, "lr": lr, "weight_decay": wd}
+
+    def _check_finite(self, loss: torch.Tensor, step: int) -> None:
+        bad = dist.all_reduce_sum(torch.tensor(float(not torch.isfinite(loss).item())))
+        if bad.item() > 0:
             raise DivergedError(
-                f"loss became {loss.item()} at step {step}; the last good checkpoint in "
+                f"loss became {loss.item()} at step {step} (on {int(bad.item())} of "
+                f"{self.world} processes); the last good checkpoint in "
                 f"{self.out / 'checkpoints'} is intact. Fix: lower optim.lr, raise "
                 "optim.warmup_steps or check the data for extreme values, then resume"
             )
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.optim.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.optim.clip_grad)
-        if step < self.cfg.optim.freeze_last_layer_steps:
-            self.method.student_head.prototypes.grad = None
-        self.opt.step()
-        self.method.on_step_end()
-        return {"loss": loss.item(), "lr": lr, "weight_decay": wd,
-                "teacher_temp": out["teacher_temp"], "momentum": self.method.momentum(),
-                "feature_std": out["feature_std"]}
+
+    def _monitor(self) -> dict[str, float]:
+        """Feature std and effective rank of the global batch's embeddings."""
+        feats = dist.all_gather(self._features.detach().contiguous())
+        return {"feature_std": feature_std(feats), "effective_rank": effective_rank(feats)}
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Path:
         self._write_run_info()
         self.resume()
-        self.logger = RunLogger(self.out, self.cfg.run.tensorboard)
+        if dist.is_main():
+            self.logger = RunLogger(self.out, self.cfg.run.tensorboard, self.pos["step"])
+        if self.cfg.run.trace_samples:
+            self.trace = SampleTrace(self.out, self.rank, self.pos["step"])
         bar = tqdm(total=self.total_steps, initial=self.pos["step"], desc="pretrain",
-                   disable=not self.cfg.run.progress, dynamic_ncols=True)
+                   disable=not (self.cfg.run.progress and dist.is_main()), dynamic_ncols=True)
+        self._t_start, self._step0 = time.perf_counter(), self.pos["step"]
         try:
             while self.pos["step"] < self.total_steps:
                 self._epoch(bar)
         finally:
             bar.close()
-            self.logger.close()
-        check_bad_fraction(self.bad, self.cfg.run.max_bad_fraction, min_seen=0)
-        self.save()
-        save_encoder(self.method.teacher, self.out / "encoder", self.card())
+            if self.logger is not None:
+                self.logger.close()
+        self._check_bad(final=True)
+        state = self.save()
+        if dist.is_main():
+            encoder = encoder_from_state(self, state["method"])
+            save_encoder(encoder, self.out / "encoder", self.card())
+            if self.probe is not None:
+                self.probe.run(encoder, self.pos["step"], self.out, self.card(), self.device)
+        dist.barrier()
         return self.out
 
-    def _epoch(self, bar: tqdm) -> None:
-        epoch, start = self.pos["epoch"], self.pos["batch_in_epoch"]
-        self.dataset.set_epoch(epoch)
-        self.sampler.set_epoch(epoch, start * self.cfg.data.batch_size)
-        t0, n_img = time.perf_counter(), 0
+    def _micro_batches(self) -> Iterator[list[ViewBatch]]:
+        """Group the loader's micro-batches into steps (``accum_steps`` each)."""
+        group: list[ViewBatch] = []
         for batch in self._loader():
-            self.bad.update(batch)
-            check_bad_fraction(self.bad, self.cfg.run.max_bad_fraction,
-                               min_seen=min(100, len(self.dataset)))
-            self.pos["batch_in_epoch"] += 1
-            if batch.is_empty:
-                continue
-            logs = self.step(batch)
+            group.append(batch)
+            if len(group) == self.cfg.optim.accum_steps:
+                yield group
+                group = []
+
+    def _check_bad(self, final: bool = False) -> None:
+        counts = dist.all_reduce_sum(torch.tensor([self.bad.seen, self.bad.bad],
+                                                  dtype=torch.float64))
+        total = BadSampleCounter(seen=int(counts[0]), bad=int(counts[1]), ids=self.bad.ids)
+        check_bad_fraction(total, self.cfg.run.max_bad_fraction,
+                           min_seen=0 if final else min(100, len(self.dataset)))
+
+    def _epoch(self, bar: tqdm) -> None:
+        epoch, start = self.pos["epoch"], self.pos["step_in_epoch"]
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, start)
+        order = self.sampler.order() if self.trace is not None else []
+        for micro in self._micro_batches():
+            for b in micro:
+                self.bad.update(b)
+            self._check_bad()
+            usable = [b for b in micro if not b.is_empty]
+            if len(usable) < len(micro) and dist.is_dist():
+                raise BiofmError("a whole micro-batch was unreadable on one process; "
+                                 "raise data.batch_size or clean the manifest")
+            step_in_epoch = self.pos["step_in_epoch"]
+            logs = self.step(usable) if usable else None
+            if self.trace is not None:
+                idx = [i for m in self.sampler.step_indices(order, step_in_epoch) for i in m]
+                self.trace.write(self.pos["step"] + 1, epoch, idx)
             self.pos["step"] += 1
-            n_img += batch.batch_size
+            self.pos["step_in_epoch"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.3f}", epoch=epoch)
-            step = self.pos["step"]
-            if step % self.cfg.run.log_every == 0 or step == self.total_steps:
-                rate = n_img / max(1e-9, time.perf_counter() - t0)
-                assert self.logger is not None
-                self.logger.write({"step": step, "epoch": epoch, **logs, "images_per_s": rate,
-                                   "bad_samples": self.bad.bad})
-            if step % self.cfg.run.checkpoint_every == 0:
-                self.save()
-            if step >= self.total_steps:
+            if logs is not None:
+                self._after_step(logs, bar, epoch)
+            if self.pos["step"] >= self.total_steps:
                 return
-        check_bad_fraction(self.bad, self.cfg.run.max_bad_fraction, min_seen=0)
+        self._check_bad(final=True)
         self.pos["epoch"] += 1
-        self.pos["batch_in_epoch"] = 0
+        self.pos["step_in_epoch"] = 0
+
+    def _after_step(self, logs: dict[str, Any], bar: tqdm, epoch: int) -> None:
+        step, run = self.pos["step"], self.cfg.run
+        bar.set_postfix(loss=f"{logs['loss']:.3f}", epoch=epoch)
+        if step % run.log_every == 0 or step == self.total_steps:
+            mon = self._monitor()
+            elapsed = time.perf_counter() - self._t_start
+            done = step - self._step0
+            rate = done * self.cfg.data.batch_size / max(elapsed, 1e-9)
+            eta = elapsed / max(done, 1) * (self.total_steps - step)
+            if self.logger is not None:
+                self.logger.write({"step": step, "epoch": epoch, **logs, **mon,
+                                   "samples_per_s": rate, "eta_s": eta,
+                                   "bad_samples": self.bad.bad})
+        if step % run.checkpoint_every == 0 and step < self.total_steps:
+            self.save()
+        if self.probe is not None and self.probe.due(step) and step < self.total_steps:
+            self._probe(step)
+
+    def _probe(self, step: int) -> None:
+        """k-NN probe of the exported encoder (gathered in full; scored on rank 0)."""
+        from biofm.train.state import model_and_optim_state
+
+        method_state = model_and_optim_state(self)[0]
+        if dist.is_main() and self.probe is not None:
+            encoder = encoder_from_state(self, method_state).to(self.device)
+            self.probe.run(encoder, step, self.out, self.card(), self.device)
+        dist.barrier()
 
 
 def _plain(x: Any) -> Any:
@@ -279,5 +336,6 @@ def _plain(x: Any) -> Any:
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
-    """Run (or resume) DINO pretraining; returns the run directory (with ``encoder/``)."""
+    """Run (or resume) pretraining; returns the run directory (with ``encoder/``)."""
     return Trainer(cfg).fit()
+

@@ -1,4 +1,11 @@
-"""Deterministic per-epoch sample order with a resume offset (rank-sharded when distributed)."""
+"""Deterministic per-epoch sample order, split into global batches, sharded, resumable.
+
+The epoch's order is a permutation fixed by (seed, epoch). Step ``k`` uses the global batch
+``order[k*G:(k+1)*G]``; within it, micro-batch ``a`` of rank ``r`` is the slice
+``(a*W + r)*b : (a*W + r + 1)*b`` (``G = W * A * b``). So the samples of a step do not depend on
+the number of processes, and a run resumed at step ``k`` (on any number of processes) neither
+repeats nor skips a sample. The tail ``n % G`` of an epoch is dropped.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +14,54 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from biofm.core.errors import ConfigError
+
 
 class EpochSampler(Sampler[int]):
-    """A permutation of ``range(n)`` fixed by (seed, epoch), sharded by rank, resumable.
+    """This rank's sample indices for one epoch, from ``start_step`` on (see module doc)."""
 
-    ``start`` skips the first ``start`` indices of this rank's share of the epoch (the samples a
-    killed run already consumed), so a resumed epoch neither repeats nor skips samples.
-    """
-
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(self, n: int, global_batch: int, *, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1, accum_steps: int = 1) -> None:
+        parts = world_size * accum_steps
+        if global_batch < 1 or global_batch % parts:
+            raise ConfigError(
+                f"data.batch_size={global_batch} does not split into {world_size} processes x "
+                f"{accum_steps} accumulation steps",
+                f"use a data.batch_size that is a multiple of {parts}",
+            )
         self.n, self.seed, self.shuffle = n, seed, shuffle
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.accum_steps = rank, world_size, accum_steps
+        self.global_batch = global_batch
+        self.micro_batch = global_batch // parts
         self.epoch = 0
-        self.start = 0
+        self.start_step = 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.global_batch
 
-    def _order(self) -> list[int]:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def order(self) -> list[int]:
+        """The epoch's global order (all ranks)."""
         if not self.shuffle:
-            order = list(range(self.n))
-        else:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        return order[self.rank::self.world_size]
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def step_indices(self, order: list[int], step: int) -> list[list[int]]:
+        """This rank's micro-batches of ``step``: ``accum_steps`` lists of indices."""
+        base, b = step * self.global_batch, self.micro_batch
+        return [order[base + (a * self.world_size + self.rank) * b:][:b]
+                for a in range(self.accum_steps)]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._order()[self.start:])
+        order = self.order()
+        for step in range(self.start_step, self.steps_per_epoch):
+            for micro in self.step_indices(order, step):
+                yield from micro
 
     def __len__(self) -> int:
-        return max(0, len(self._order()) - self.start)
+        steps = max(0, self.steps_per_epoch - self.start_step)
+        return steps * self.accum_steps * self.micro_batch

@@ -1,0 +1,147 @@
+"""Build the pieces of a run from its config: dataset, objective, optimiser, parallel wrapper."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from biofm.core import dist
+from biofm.core.errors import BadInputError, ConfigError
+from biofm.data.dataset import IoLoader, ManifestDataset, add_image_sizes
+from biofm.data.pairs import WeakPairDataset
+from biofm.data.views import MultiCropViews
+from biofm.io.manifest import read_manifest
+from biofm.models.registry import create_model
+from biofm.ssl.base import Objective
+from biofm.ssl.dino import DINO
+from biofm.ssl.mae import MAE
+from biofm.ssl.simclr import SimCLR
+from biofm.ssl.weak import SupCon, check_weak_columns
+from biofm.train.config import OBJECTIVES, PretrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def check_config(cfg: PretrainConfig) -> None:
+    """Reject settings that cannot work together, naming the key to change."""
+    if cfg.objective not in OBJECTIVES:
+        raise ConfigError(f"objective={cfg.objective!r} is not known",
+                          f"use one of {', '.join(OBJECTIVES)}")
+    if cfg.run.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"run.precision={cfg.run.precision!r}", "use 'fp32' or 'bf16'")
+    if cfg.dist.strategy not in ("ddp", "fsdp"):
+        raise ConfigError(f"dist.strategy={cfg.dist.strategy!r}", "use 'ddp' or 'fsdp'")
+    if cfg.optim.fused not in ("auto", "true", "false"):
+        raise ConfigError(f"optim.fused={cfg.optim.fused!r}", "use 'auto', 'true' or 'false'")
+    if cfg.optim.accum_steps < 1:
+        raise ConfigError(f"optim.accum_steps={cfg.optim.accum_steps}", "use 1 or more")
+    if cfg.objective in ("simclr", "supcon", "wsdino") and cfg.data.views.n_global < 2:
+        raise ConfigError(f"objective {cfg.objective} needs two global views per sample",
+                          "set data.views.n_global=2")
+
+
+def _views(cfg: PretrainConfig) -> MultiCropViews:
+    """The objective's views: local views only for the objectives that use them."""
+    v = cfg.data.views
+    if cfg.objective not in ("dino", "wsdino") and v.n_local:
+        log.info("objective %s uses no local views: data.views.n_local=%d ignored",
+                 cfg.objective, v.n_local)
+        v = dataclasses.replace(v, n_local=0)
+    if cfg.objective == "mae" and v.n_global > 1:
+        v = dataclasses.replace(v, n_global=1)
+    return MultiCropViews(v)
+
+
+def build_dataset(cfg: PretrainConfig) -> ManifestDataset | WeakPairDataset:
+    d = cfg.data
+    if not d.manifest:
+        raise BadInputError("no training manifest given",
+                            "pass --data manifest.csv (build one with 'biofm data index')")
+    if not Path(d.manifest).is_file():
+        raise BadInputError(f"manifest {d.manifest} not found",
+                            "build it with 'biofm data index FOLDER --out manifest.csv'")
+    per_field: int | str = "area" if d.crops_per_field == "area" else int(d.crops_per_field)
+    root = Path(d.manifest).parent
+    df = read_manifest(d.manifest)
+    if cfg.objective in ("wsdino", "supcon"):
+        check_weak_columns(list(df.columns), cfg.weak, cfg.objective)
+    if per_field == "area" and not {"height", "width"} <= set(df.columns):
+        log.info("measuring %d fields for crops_per_field=area", len(df))
+        df = add_image_sizes(df, IoLoader(root))
+    base = ManifestDataset(
+        df, _views(cfg), crop_size=d.crop_size, root=root,
+        crops_per_field=per_field,  # type: ignore[arg-type]
+        cache_size=d.cache_fields, seed=cfg.run.seed, resize_small=d.resize_small,
+        normalize=d.normalize,
+    )
+    if cfg.objective == "wsdino":
+        return WeakPairDataset(base, cfg.weak.label)
+    return base
+
+
+def build_objective(cfg: PretrainConfig, total_steps: int) -> Objective:
+    backbone = create_model(cfg.model.name, **cfg.model.kwargs)
+    if cfg.objective in ("dino", "wsdino"):
+        return DINO(backbone, cfg.dino, total_steps, cfg.optim.freeze_last_layer_steps)
+    if cfg.objective == "mae":
+        return MAE(backbone, cfg.mae, total_steps)
+    if cfg.objective == "simclr":
+        return SimCLR(backbone, cfg.simclr, total_steps)
+    return SupCon(backbone, cfg.weak, total_steps)
+
+
+def param_groups(module: nn.Module) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not biases, norms, tokens, embeddings of ids)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.endswith(("cls_token", "pos_gain", "mask_token")) \
+            or "channel_embed" in name
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
+
+
+def make_optimizer(cfg: PretrainConfig, module: nn.Module,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; fused kernels on CUDA with DDP ("auto"), else the foreach implementation."""
+    o = cfg.optim
+    fused = o.fused == "true" or (o.fused == "auto" and device.type == "cuda"
+                                  and cfg.dist.strategy == "ddp")
+    return torch.optim.AdamW(param_groups(module), lr=o.lr, betas=o.betas,
+                             fused=fused or None, foreach=None if fused else True)
+
+
+def wrap_parallel(cfg: PretrainConfig, method: Objective, device: torch.device) -> nn.Module:
+    """The module the training step calls: the objective itself on one process, DDP or FSDP
+    around it under torchrun."""
+    if not dist.is_dist():
+        return method
+    if cfg.dist.strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for enc in {id(m): m for m in (method.encoder, method.export_encoder)}.values():
+            for block in getattr(enc, "compiled_regions", lambda: [])():
+                fully_shard(block)
+        fully_shard(method)
+        return method
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        method, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=cfg.dist.find_unused_parameters,
+    )

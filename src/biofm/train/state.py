@@ -1,0 +1,110 @@
+"""What a checkpoint holds and how a run is restored from it, on one or many processes.
+
+The objective and optimiser states are full (unsharded) tensors, so a run written under FSDP
+resumes under DDP or on one process and the other way round. Each rank's data position,
+bad-sample counts and RNG states are gathered into the checkpoint; a run resumed on the same
+number of processes gets its own rank's states back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from biofm.core import dist
+from biofm.data.badsamples import BadSampleCounter
+from biofm.models.registry import create_model
+
+if TYPE_CHECKING:
+    from biofm.train.pretrain import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def _fsdp(t: Trainer) -> bool:
+    return dist.is_dist() and t.cfg.dist.strategy == "fsdp"
+
+
+def _options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def model_and_optim_state(t: Trainer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Full state dicts of the objective and the optimiser (a collective under FSDP)."""
+    if _fsdp(t):
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        return get_state_dict(t.method, t.opt, options=_options())
+    return t.method.state_dict(), t.opt.state_dict()
+
+
+def export_prefix(method: nn.Module) -> str:
+    """The state-dict prefix of the encoder the objective exports (DINO: ``teacher.``)."""
+    target = method.export_encoder
+    for name, mod in method.named_modules():
+        if mod is target and name:
+            return name + "."
+    return ""
+
+
+def encoder_from_state(t: Trainer, method_state: dict[str, Any]) -> nn.Module:
+    """A fresh CPU copy of the exported encoder with the weights in ``method_state``."""
+    prefix = export_prefix(t.method)
+    enc = create_model(t.cfg.model.name, **t.cfg.model.kwargs)
+    enc.load_state_dict({k[len(prefix):]: v for k, v in method_state.items()
+                         if k.startswith(prefix)}, strict=True)
+    return enc
+
+
+def _rank_state(t: Trainer) -> dict[str, Any]:
+    cuda = torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None
+    return {"rank": t.rank, "epoch": t.pos["epoch"], "step_in_epoch": t.pos["step_in_epoch"],
+            "micro_batch": t.sampler.micro_batch, "bad_seen": t.bad.seen, "bad": t.bad.bad,
+            "bad_ids": list(t.bad.ids), "rng_cpu": torch.get_rng_state(), "rng_cuda": cuda}
+
+
+def run_state(t: Trainer) -> dict[str, Any]:
+    """Everything needed to resume (every rank must call it)."""
+    method, optim = model_and_optim_state(t)
+    ranks = dist.all_gather_object(_rank_state(t))
+    prefix = export_prefix(t.method)
+    return {
+        "method": method, "optimizer": optim, "position": dict(t.pos),
+        "encoder": {k[len(prefix):]: v for k, v in method.items() if k.startswith(prefix)},
+        "world_size": t.world, "global_batch": t.cfg.data.batch_size, "ranks": ranks,
+    }
+
+
+def load_run_state(t: Trainer, state: dict[str, Any]) -> tuple[dict[str, int], BadSampleCounter]:
+    """Restore objective, optimiser and this rank's RNG; returns (position, bad counter)."""
+    if _fsdp(t):
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        set_state_dict(t.method, t.opt, model_state_dict=state["method"],
+                       optim_state_dict=state["optimizer"], options=_options())
+    else:
+        t.method.load_state_dict(state["method"])
+        t.opt.load_state_dict(state["optimizer"])
+    pos = {k: int(v) for k, v in state["position"].items()}
+    ranks = state.get("ranks", [])
+    if state.get("global_batch", t.cfg.data.batch_size) != t.cfg.data.batch_size:
+        log.warning("data.batch_size changed since the checkpoint: the rest of the epoch "
+                    "is split into new batches from the same step")
+    if len(ranks) == t.world:
+        r = ranks[t.rank]
+        torch.set_rng_state(r["rng_cpu"])
+        if r["rng_cuda"] is not None and t.device.type == "cuda":
+            torch.cuda.set_rng_state(r["rng_cuda"], t.device)
+        bad = BadSampleCounter(seen=r["bad_seen"], bad=r["bad"], ids=list(r["bad_ids"]))
+    else:
+        log.warning("resuming %d-process checkpoint on %d processes: data position kept, "
+                    "RNG states reseeded", len(ranks), t.world)
+        seen = sum(r["bad_seen"] for r in ranks) if t.rank == 0 else 0
+        n_bad = sum(r["bad"] for r in ranks) if t.rank == 0 else 0
+        bad = BadSampleCounter(seen=seen, bad=n_bad)
+    return pos, bad

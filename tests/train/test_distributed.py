@@ -1,0 +1,135 @@
+"""Distributed training on CPU (gloo, 2 processes under torchrun) against one process with the
+same global batch; exact resume after SIGKILL; a kill during a checkpoint write."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from biofm.models.io import load_encoder
+from biofm.train import checkpoint as ckpt
+
+from .helpers import TINY, child_env, make_screen, run_train, sets, train_cmd
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_screen(tmp_path_factory.mktemp("screen"))
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return dict(load_encoder(run / "encoder").state_dict())
+
+
+def _assert_same_run(a: Path, b: Path, atol: float) -> None:
+    la, lb = pd.read_csv(a / "log.csv"), pd.read_csv(b / "log.csv")
+    assert la["step"].tolist() == lb["step"].tolist()
+    torch.testing.assert_close(torch.tensor(la["loss"].to_numpy()),
+                               torch.tensor(lb["loss"].to_numpy()), atol=atol, rtol=0)
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0, msg=k)
+
+
+@pytest.mark.parametrize("objective", ["dino", "simclr"])
+def test_two_gloo_processes_match_one_process(screen: Path, tmp_path: Path,
+                                              objective: str) -> None:
+    common = [*TINY, f"objective={objective}", "optim.max_steps=4", "optim.lr=1e-3",
+              "run.device=cpu", "run.trace_samples=true"]
+    run_train(["--data", str(screen), "--out", str(tmp_path / "one"), *sets(common)])
+    run_train(["--data", str(screen), "--out", str(tmp_path / "two"), *sets(common)], nproc=2)
+    _assert_same_run(tmp_path / "one", tmp_path / "two", atol=2e-4)
+    # the two ranks split every global batch: together they saw what one process saw
+    one = pd.read_csv(tmp_path / "one" / "samples_rank0.csv")
+    two = pd.concat([pd.read_csv(tmp_path / "two" / f"samples_rank{r}.csv") for r in (0, 1)])
+    for step, group in one.groupby("step"):
+        assert sorted(group["index"]) == sorted(two[two["step"] == step]["index"])
+    assert (tmp_path / "two" / "log.csv").is_file()
+    assert not (tmp_path / "two" / "samples_rank2.csv").exists()
+
+
+def test_accumulation_matches_full_batch_for_per_sample_loss(screen: Path,
+                                                             tmp_path: Path) -> None:
+    """MAE's loss is a mean of per-sample terms, so 2 micro-batches of 4 = one batch of 8."""
+    common = [*TINY, "objective=mae", "optim.max_steps=3", "run.device=cpu"]
+    run_train(["--data", str(screen), "--out", str(tmp_path / "full"), *sets(common)])
+    run_train(["--data", str(screen), "--out", str(tmp_path / "accum"),
+               *sets([*common, "optim.accum_steps=2"])])
+    _assert_same_run(tmp_path / "full", tmp_path / "accum", atol=2e-4)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen[bytes], root: Path, timeout: float) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if ckpt.list_checkpoints(root):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (rc {proc.returncode}) before its first checkpoint")
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_sigkill_mid_epoch_then_resume_is_exact(screen: Path, tmp_path: Path) -> None:
+    # 6 fields x 4 treatments x 2 experiments = 48 crops: 6 steps per epoch of 8
+    common = [*TINY, "data.crops_per_field=2", "optim.epochs=2", "run.device=cpu",
+              "run.checkpoint_every=2", "run.trace_samples=true", "run.keep_checkpoints=50"]
+    args = ["--data", str(screen), *sets(common)]
+    run_train([*args, "--out", str(tmp_path / "straight")])
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd([*args, "--out", str(killed)]), env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_checkpoint(proc, killed / "checkpoints", timeout=120)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert not (killed / "encoder").exists(), "the run finished before it was killed"
+    last = ckpt.latest_checkpoint(killed / "checkpoints")
+    assert last is not None
+    run_train([*args, "--out", str(killed)])  # resumes from the newest checkpoint
+
+    _assert_same_run(tmp_path / "straight", killed, atol=1e-5)
+    trace = pd.read_csv(killed / "samples_rank0.csv")
+    steps_per_epoch = trace.groupby("epoch")["step"].nunique()
+    for epoch, group in trace.groupby("epoch"):
+        idx = group["index"].tolist()
+        assert len(idx) == len(set(idx)) == steps_per_epoch[epoch] * 8, epoch
+    assert trace["step"].is_monotonic_increasing
+
+
+def test_kill_during_checkpoint_write_keeps_previous(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    script = textwrap.dedent(f"""
+        import sys, time, torch
+        from biofm.train import checkpoint as ckpt
+        ckpt.save_checkpoint({str(root)!r}, 1, {{"w": torch.ones(3)}}, {{"model_name": "m"}})
+        real_save = torch.save
+        def slow_save(obj, path):
+            real_save(obj, path)
+            print("writing", flush=True)
+            time.sleep(60)
+        torch.save = slow_save
+        ckpt.save_checkpoint({str(root)!r}, 2, {{"w": torch.zeros(3)}}, {{"model_name": "m"}})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            env=child_env())
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    state, meta = ckpt.load_checkpoint(root)
+    assert meta["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    # the next save clears the half-written directory
+    ckpt.save_checkpoint(root, 3, {"w": torch.full((3,), 3.0)}, {"model_name": "m"})
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000001", "step_00000003"]
