@@ -3,6 +3,7 @@ same global batch; exact resume after SIGKILL; a kill during a checkpoint write.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,13 +41,15 @@ def _assert_same_run(a: Path, b: Path, atol: float) -> None:
         torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0, msg=k)
 
 
-@pytest.mark.parametrize("objective", ["dino", "simclr"])
+@pytest.mark.parametrize(("objective", "strategy"), [
+    ("dino", "ddp"), ("simclr", "ddp"), ("supcon", "ddp"), ("mae", "fsdp")])
 def test_two_gloo_processes_match_one_process(screen: Path, tmp_path: Path,
-                                              objective: str) -> None:
+                                              objective: str, strategy: str) -> None:
     common = [*TINY, f"objective={objective}", "optim.max_steps=4", "optim.lr=1e-3",
-              "run.device=cpu", "run.trace_samples=true"]
+              "run.device=cpu", "run.trace_samples=true", "weak.label=treatment"]
     run_train(["--data", str(screen), "--out", str(tmp_path / "one"), *sets(common)])
-    run_train(["--data", str(screen), "--out", str(tmp_path / "two"), *sets(common)], nproc=2)
+    run_train(["--data", str(screen), "--out", str(tmp_path / "two"),
+               *sets([*common, f"dist.strategy={strategy}"])], nproc=2)
     _assert_same_run(tmp_path / "one", tmp_path / "two", atol=2e-4)
     # the two ranks split every global batch: together they saw what one process saw
     one = pd.read_csv(tmp_path / "one" / "samples_rank0.csv")
@@ -55,6 +58,23 @@ def test_two_gloo_processes_match_one_process(screen: Path, tmp_path: Path,
         assert sorted(group["index"]) == sorted(two[two["step"] == step]["index"])
     assert (tmp_path / "two" / "log.csv").is_file()
     assert not (tmp_path / "two" / "samples_rank2.csv").exists()
+
+
+def test_resume_on_another_process_count_and_strategy(screen: Path, tmp_path: Path) -> None:
+    """2 steps on one process, 2 more under FSDP on two: same as 4 steps on one process."""
+    common = [*TINY, "optim.lr=1e-3", "run.device=cpu", "run.checkpoint_every=2"]
+    args = ["--data", str(screen), *sets(common)]
+    run_train([*args, "--out", str(tmp_path / "straight"), "--set", "optim.max_steps=4"])
+    run = tmp_path / "mixed"
+    run_train([*args, "--out", str(run), "--set", "optim.max_steps=4",
+               "--set", "optim.epochs=1", "--set", "run.checkpoint_every=2"])
+    # restart the same run from its step-2 checkpoint under FSDP on two processes
+    for late in ckpt.list_checkpoints(run / "checkpoints")[1:]:
+        shutil.rmtree(late)
+    shutil.rmtree(run / "encoder")
+    run_train([*args, "--out", str(run), "--set", "optim.max_steps=4",
+               "--set", "dist.strategy=fsdp"], nproc=2)
+    _assert_same_run(tmp_path / "straight", run, atol=2e-4)
 
 
 def test_accumulation_matches_full_batch_for_per_sample_loss(screen: Path,

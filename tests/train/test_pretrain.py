@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from biofm.core.config import load_config
 from biofm.core.errors import BiofmError, ConfigError
@@ -147,3 +148,50 @@ def test_every_family_pretrains_and_exports(screen: Path, tmp_path: Path, name: 
     enc = load_encoder(out / "encoder")
     assert enc.weights_card["model_name"] == name
     assert enc.weights_card["architecture"] in ("BoCViT", "BioResNet")
+
+
+@pytest.mark.parametrize("objective", ["mae", "simclr", "wsdino", "supcon"])
+def test_every_objective_trains_logs_and_exports(screen: Path, tmp_path: Path,
+                                                 objective: str) -> None:
+    out = pretrain(_cfg(screen, tmp_path / "run", f"objective={objective}",
+                        "optim.max_steps=2", "weak.label=treatment",
+                        "mae={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}",
+                        "simclr={proj_hidden_dim: 32, proj_dim: 16}",
+                        "weak={proj_hidden_dim: 32, proj_dim: 16, label: treatment}"))
+    log = pd.read_csv(out / "log.csv")
+    assert log["step"].tolist() == [1, 2] and log["loss"].notna().all()
+    # monitoring: spread and effective rank of the batch's embeddings, per step
+    assert (log["feature_std"] > 0).all() and (log["effective_rank"] > 1).all()
+    assert (log["eta_s"] >= 0).all() and log["samples_per_s"].gt(0).all()
+    if objective == "mae":
+        assert {"loss_mse", "loss_fourier"} <= set(log.columns)
+    enc = load_encoder(out / "encoder")
+    assert enc.weights_card["objective"] == objective
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["objective"] == objective and (out / "run.yaml").is_file()
+
+
+def test_weak_objective_without_label_column_names_it(screen: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="compound"):
+        Trainer(_cfg(screen, tmp_path / "run", "objective=supcon", "weak.label=compound"))
+
+
+def test_bad_objective_settings_are_rejected(screen: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="objective='byol'"):
+        Trainer(_cfg(screen, tmp_path / "a", "objective=byol"))
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        Trainer(_cfg(screen, tmp_path / "b", "optim.accum_steps=3"))
+    with pytest.raises(ConfigError, match="n_global=2"):
+        Trainer(_cfg(screen, tmp_path / "c", "objective=simclr",
+                     "data.views={n_global: 1, global_size: 24}"))
+    with pytest.raises(ConfigError, match=r"run\.precision"):
+        Trainer(_cfg(screen, tmp_path / "d", "run.precision=fp8"))
+
+
+def test_bf16_autocast_and_periodic_knn_probe(screen: Path, tmp_path: Path) -> None:
+    out = pretrain(_cfg(screen, tmp_path / "run", "optim.max_steps=4", "run.precision=bf16",
+                        f"run.probe_manifest={screen}", "run.probe_every=2"))
+    assert pd.read_csv(out / "log.csv")["loss"].notna().all()
+    probe = pd.read_csv(out / "probe.csv")
+    assert probe["step"].tolist() == [2, 4]  # every 2 steps and at the end
+    assert probe["classes"].iloc[0] == 4 and probe["knn_top1"].between(0, 1).all()

@@ -1,4 +1,5 @@
-"""``biofm train``: self-supervised (DINO) pretraining of an encoder on a manifest."""
+"""``biofm train``: self-supervised or weakly supervised pretraining of an encoder on a
+manifest (one process, or many under ``torchrun``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "train", help="pretrain an encoder with DINO on a manifest",
-        description="Pretrain a channel-agnostic encoder with DINO. Resumes automatically from "
-        "the newest checkpoint in the run directory. Writes log.csv, checkpoints/ and, at the "
-        "end, encoder/ (safetensors + card) for 'biofm embed --model RUN_DIR'.",
+        "train", help="pretrain an encoder (DINO, MAE, SimCLR, WS-DINO, SupCon) on a manifest",
+        description="Pretrain a channel-agnostic encoder (--set objective=dino|mae|simclr|"
+        "wsdino|supcon). Resumes automatically from the newest checkpoint in the run directory. "
+        "Writes log.csv, checkpoints/ and, at the end, encoder/ (safetensors + card) for "
+        "'biofm embed --model RUN_DIR'. Many processes: torchrun --nproc_per_node N -m biofm "
+        "train ... (data.batch_size is the global batch).",
     )
     p.add_argument("--config", help="YAML preset (see configs/); flags below override it")
     p.add_argument("--data", help="training manifest CSV (from 'biofm data index')")

@@ -41,7 +41,7 @@ class PlaneViTEncoder(Encoder):
             self.max_channels = cfg.max_channels
         self.patch_embed = PlanePatchEmbed(cfg.patch_size, cfg.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        self.pos_gain = nn.Parameter(torch.tensor(float(cfg.pos_gain_init)))
+        self.pos_gain = nn.Parameter(torch.full((1,), float(cfg.pos_gain_init)))
         n_ids = {"vocab": cfg.vocab_size, "none": 0,
                  "position": getattr(cfg, "max_channels", 0)}[cfg.channel_identity]
         self.channel_embed = (nn.Embedding(n_ids, cfg.embed_dim)
@@ -52,6 +52,15 @@ class PlaneViTEncoder(Encoder):
         )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self._pos_cache: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        """Weights saved when ``pos_gain`` was a 0-d tensor load into its (1,) shape (the
+        shape sharded training needs)."""
+        key = prefix + "pos_gain"
+        if key in state_dict and state_dict[key].ndim == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _init_trunk(self) -> None:
         self.apply(init_vit_weights)

@@ -238,6 +238,11 @@ class MAE(Objective):
     def encoder(self) -> nn.Module:
         return self.backbone
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """None: MAE runs the backbone's parts, not its ``forward``, so the backbone is
+        sharded with the objective as one unit."""
+        return []
+
     @torch.no_grad()
     def on_step_end(self) -> None:
         self.step += 1

@@ -134,9 +134,10 @@ def wrap_parallel(cfg: PretrainConfig, method: Objective, device: torch.device) 
     if cfg.dist.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for enc in {id(m): m for m in (method.encoder, method.export_encoder)}.values():
-            for block in getattr(enc, "compiled_regions", lambda: [])():
-                fully_shard(block)
+        # one FSDP unit per encoder: an encoder runs a data-dependent number of blocks (BioViT
+        # groups images by channel count), so units inside it would gather unevenly on ranks
+        for unit in method.fsdp_units():
+            fully_shard(unit)
         fully_shard(method)
         return method
     from torch.nn.parallel import DistributedDataParallel

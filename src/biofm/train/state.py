@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _fsdp(t: Trainer) -> bool:
-    return dist.is_dist() and t.cfg.dist.strategy == "fsdp"
-
-
 def _options() -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -35,12 +31,11 @@ def _options() -> Any:
 
 
 def model_and_optim_state(t: Trainer) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Full state dicts of the objective and the optimiser (a collective under FSDP)."""
-    if _fsdp(t):
-        from torch.distributed.checkpoint.state_dict import get_state_dict
+    """Full state dicts of the objective and the optimiser, the optimiser's keyed by parameter
+    name, so any strategy can load them (a collective under FSDP; rank 0 holds the result)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        return get_state_dict(t.method, t.opt, options=_options())
-    return t.method.state_dict(), t.opt.state_dict()
+    return get_state_dict(t.method, t.opt, options=_options())
 
 
 def export_prefix(method: nn.Module) -> str:
@@ -82,14 +77,10 @@ def run_state(t: Trainer) -> dict[str, Any]:
 
 def load_run_state(t: Trainer, state: dict[str, Any]) -> tuple[dict[str, int], BadSampleCounter]:
     """Restore objective, optimiser and this rank's RNG; returns (position, bad counter)."""
-    if _fsdp(t):
-        from torch.distributed.checkpoint.state_dict import set_state_dict
+    from torch.distributed.checkpoint.state_dict import set_state_dict
 
-        set_state_dict(t.method, t.opt, model_state_dict=state["method"],
-                       optim_state_dict=state["optimizer"], options=_options())
-    else:
-        t.method.load_state_dict(state["method"])
-        t.opt.load_state_dict(state["optimizer"])
+    set_state_dict(t.method, t.opt, model_state_dict=state["method"],
+                   optim_state_dict=state["optimizer"], options=_options())
     pos = {k: int(v) for k, v in state["position"].items()}
     ranks = state.get("ranks", [])
     if state.get("global_batch", t.cfg.data.batch_size) != t.cfg.data.batch_size:
