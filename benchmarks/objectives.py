@@ -38,6 +38,8 @@ from biofm.models.io import load_encoder_any
 from biofm.models.registry import create_model
 
 OBJECTIVES = ["dino", "mae", "simclr", "wsdino", "supcon"]
+# variants: a name -> (objective, extra overrides)
+VARIANTS = {"supcon_anyplate": ("supcon", ["weak.same_plate_negatives=false"])}
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "biovit_tiny_shared.yaml"
 
 
@@ -55,38 +57,40 @@ def sized_corpus(corpus: Path, out: Path) -> Path:
     return target
 
 
-def train(objective: str, corpus: Path, out: Path, steps: int, threads: int,
-          extra: list[str]) -> dict[str, Any]:
-    run = out / objective
+def train(name: str, corpus: Path, out: Path, steps: int, threads: int,
+          extra: list[str], config: Path) -> dict[str, Any]:
+    run = out / name
     if (run / "encoder").is_dir():
-        return {"objective": objective, "skipped": True}
+        return {"objective": name, "skipped": True}
+    objective, variant = VARIANTS.get(name, (name, []))
     sets = [f"objective={objective}", f"optim.max_steps={steps}", f"run.threads={threads}",
-            "run.progress=false", "data.num_workers=1", *extra]
-    cmd = [sys.executable, "-m", "biofm", "train", "--config", str(CONFIG), "--data",
+            "run.progress=false", "data.num_workers=1", *extra, *variant]
+    cmd = [sys.executable, "-m", "biofm", "train", "--config", str(config), "--data",
            str(corpus), "--out", str(run)]
     for s in sets:
         cmd += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    with open(out / f"{objective}.log", "w") as log:
+    with open(out / f"{name}.log", "w") as log:
         rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc:
-        raise SystemExit(f"training {objective} failed (rc {rc}); see {out / objective}.log")
-    return {"objective": objective, "train_s": time.perf_counter() - t0}
+        raise SystemExit(f"training {name} failed (rc {rc}); see {out / name}.log")
+    return {"objective": name, "train_s": time.perf_counter() - t0}
 
 
 def probes(model: torch.nn.Module, manifest: Path, cfg: EmbedConfig, label: str,
-           targets: list[str]) -> dict[str, Any]:
+           targets: list[str], group: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     emb, rows = embed_manifest(model, manifest, cfg)
     res: dict[str, Any] = {"embed_s": time.perf_counter() - t0, "n": len(rows)}
     y = rows[label].astype(str).to_numpy()
-    knn = evaluate_knn(emb, y, k=20)
-    lin = linear_classification(emb, y)
+    groups = rows[group].astype(str).to_numpy() if group else None
+    knn = evaluate_knn(emb, y, groups, k=20)
+    lin = linear_classification(emb, y, groups)
     res[f"{label}_knn_top1"] = knn["knn_top1"]["mean"]
     res[f"{label}_1nn_f1"] = knn["one_nn_macro_f1"]["mean"]
     res[f"{label}_linear_bal_acc"] = lin["balanced_accuracy"]["mean"]
-    for col in targets:
+    for col in [t for t in targets if t in rows.columns]:
         r2 = linear_regression(emb, np.log(rows[col].astype(float).to_numpy()))["r2"]
         res[f"log_{col}_r2"] = r2["mean"]
     res["emb_std"] = float(np.std(emb / np.linalg.norm(emb, axis=1, keepdims=True), axis=0)
@@ -106,6 +110,8 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--eval", type=Path, required=True)
     ap.add_argument("--label", default="modality")
+    ap.add_argument("--group", help="keep each value of this column in one fold (plate...)")
+    ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--targets", nargs="*", default=["n_nuclei", "median_nucleus_area"])
     ap.add_argument("--objectives", nargs="*", default=OBJECTIVES)
     ap.add_argument("--steps", type=int, default=200)
@@ -119,7 +125,7 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         trained = list(pool.map(lambda o: train(o, corpus, args.out, args.steps, threads,
-                                                args.extra), args.objectives))
+                                                args.extra, args.config), args.objectives))
     torch.set_num_threads(os.cpu_count() or 1)
     results: dict[str, Any] = {}
     card: dict[str, Any] = {}
@@ -129,18 +135,21 @@ def main() -> None:
         card = model.weights_card
         cfg = EmbedConfig.for_model(model, progress=False)
         results[info["objective"]] = {**info, **final_logs(run),
-                                      **probes(model, args.eval, cfg, args.label, args.targets)}
+                                      **probes(model, args.eval, cfg, args.label, args.targets,
+                                                 args.group)}
     torch.manual_seed(0)
     rand = create_model(card["model_name"], **card.get("model_kwargs", {}))
     cfg = EmbedConfig(tile=int(card["tile"]), input_size=int(card["input_size"]), progress=False)
-    results["random_init"] = probes(rand, args.eval, cfg, args.label, args.targets)
+    results["random_init"] = probes(rand, args.eval, cfg, args.label, args.targets,
+                                    args.group)
     report(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "torch": torch.__version__, "device": "cpu"},
-            "steps": args.steps, "config": str(CONFIG.name), "extra": args.extra,
+            "steps": args.steps, "config": args.config.name, "extra": args.extra,
+            "label": args.label, "group": args.group,
             "results": results}, indent=2))
 
 

@@ -3,6 +3,8 @@ same global batch; exact resume after SIGKILL; a kill during a checkpoint write.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -98,34 +100,38 @@ def _wait_for_checkpoint(proc: subprocess.Popen[bytes], root: Path, timeout: flo
     raise AssertionError("no checkpoint appeared")
 
 
-def test_sigkill_mid_epoch_then_resume_is_exact(screen: Path, tmp_path: Path) -> None:
-    # 6 fields x 4 treatments x 2 experiments = 48 crops: 6 steps per epoch of 8
-    common = [*TINY, "data.crops_per_field=2", "optim.epochs=2", "run.device=cpu",
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_sigkill_mid_epoch_then_resume_is_exact(screen: Path, tmp_path: Path,
+                                                nproc: int) -> None:
+    """SIGKILL to the whole job (every process) after its first checkpoint, then resume: the
+    weights match an uninterrupted one-process run and each epoch uses every sample once."""
+    # 48 fields, one crop each: 6 steps per epoch of 8
+    common = [*TINY, "optim.epochs=2", "run.device=cpu",
               "run.checkpoint_every=2", "run.trace_samples=true", "run.keep_checkpoints=50"]
     args = ["--data", str(screen), *sets(common)]
     run_train([*args, "--out", str(tmp_path / "straight")])
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd([*args, "--out", str(killed)]), env=child_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(train_cmd([*args, "--out", str(killed)], nproc), env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         _wait_for_checkpoint(proc, killed / "checkpoints", timeout=120)
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank, like a scheduler
         proc.wait(timeout=30)
     finally:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     assert not (killed / "encoder").exists(), "the run finished before it was killed"
-    last = ckpt.latest_checkpoint(killed / "checkpoints")
-    assert last is not None
-    run_train([*args, "--out", str(killed)])  # resumes from the newest checkpoint
+    run_train([*args, "--out", str(killed)], nproc)  # resumes from the newest checkpoint
 
-    _assert_same_run(tmp_path / "straight", killed, atol=1e-5)
-    trace = pd.read_csv(killed / "samples_rank0.csv")
+    _assert_same_run(tmp_path / "straight", killed, atol=2e-4 if nproc > 1 else 1e-5)
+    trace = pd.concat([pd.read_csv(killed / f"samples_rank{r}.csv") for r in range(nproc)])
     steps_per_epoch = trace.groupby("epoch")["step"].nunique()
+    assert steps_per_epoch.tolist() == [6, 6]
     for epoch, group in trace.groupby("epoch"):
         idx = group["index"].tolist()
         assert len(idx) == len(set(idx)) == steps_per_epoch[epoch] * 8, epoch
-    assert trace["step"].is_monotonic_increasing
 
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path: Path) -> None:
