@@ -11,15 +11,8 @@ import torch
 
 import biofm
 from biofm.core import ConfigError, PackedBatch
-from biofm.ssl.mae import (
-    MAE,
-    MAEConfig,
-    channel_patch_mask,
-    fourier_loss,
-    mae_loss,
-    mask_budget,
-    patchify,
-)
+from biofm.ssl.mae import MAE, MAEConfig
+from biofm.ssl.masking import channel_patch_mask, fourier_loss, mae_loss, mask_budget, patchify
 
 VIT_KW: dict[str, Any] = {"depth": 1, "patch_size": 8, "embed_dim": 32, "num_heads": 2}
 SMALL = MAEConfig(decoder_dim=16, decoder_depth=1, decoder_heads=2)
