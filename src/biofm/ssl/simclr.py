@@ -164,23 +164,31 @@ def pair_stats(
     return {"pos_sim": mean(pos), "neg_sim": mean(neg), "frac_anchors_with_negatives": frac}
 
 
-class SimCLR(Objective):
+class ContrastiveObjective(Objective):
+    """Backbone + projection head; subclasses define which views are positives."""
+
+    def __init__(self, backbone: nn.Module, proj_hidden_dim: int, proj_dim: int,
+                 total_steps: int) -> None:
+        super().__init__()
+        self.total_steps = total_steps
+        self.backbone = backbone
+        dim = int(backbone.embed_dim)  # type: ignore[arg-type]
+        self.head = ProjectionHead(dim, proj_hidden_dim, proj_dim)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.backbone
+
+
+class SimCLR(ContrastiveObjective):
     """Backbone + projection head trained with NT-Xent over all global views of the batch
     (gathered over ranks): the views of one sample are positives, everything else negatives."""
 
     name = "simclr"
 
     def __init__(self, backbone: nn.Module, cfg: SimCLRConfig, total_steps: int) -> None:
-        super().__init__()
+        super().__init__(backbone, cfg.proj_hidden_dim, cfg.proj_dim, total_steps)
         self.cfg = cfg
-        self.total_steps = total_steps
-        self.backbone = backbone
-        dim = int(backbone.embed_dim)  # type: ignore[arg-type]
-        self.head = ProjectionHead(dim, cfg.proj_hidden_dim, cfg.proj_dim)
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.backbone
 
     def forward(self, views: Views) -> dict[str, Any]:
         b, v = views.batch_size, views.n_global

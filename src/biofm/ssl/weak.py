@@ -20,8 +20,8 @@ from torch import nn
 
 from biofm.core import dist
 from biofm.core.errors import ConfigError
-from biofm.ssl.base import Objective, Views
-from biofm.ssl.simclr import ProjectionHead, gather_rows, pair_stats, supcon_loss
+from biofm.ssl.base import Views
+from biofm.ssl.simclr import ContrastiveObjective, gather_rows, pair_stats, supcon_loss
 
 _NO_INDEX = -(1 << 40)
 """Missing labels of samples without a dataset index count down from here (per rank)."""
@@ -101,23 +101,15 @@ def check_weak_columns(df_columns: Iterable[str], cfg: WeakConfig, objective: st
                 f"set {objective}.{key} to one of the columns{extra}")
 
 
-class SupCon(Objective):
+class SupCon(ContrastiveObjective):
     """Backbone + projection head trained with the supervised contrastive loss on weak labels
     from the per-sample metadata (``views.meta``)."""
 
     name = "supcon"
 
     def __init__(self, backbone: nn.Module, cfg: WeakConfig, total_steps: int) -> None:
-        super().__init__()
+        super().__init__(backbone, cfg.proj_hidden_dim, cfg.proj_dim, total_steps)
         self.cfg = cfg
-        self.total_steps = total_steps
-        self.backbone = backbone
-        dim = int(backbone.embed_dim)  # type: ignore[arg-type]
-        self.head = ProjectionHead(dim, cfg.proj_hidden_dim, cfg.proj_dim)
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.backbone
 
     def _codes(self, views: Views) -> torch.Tensor:
         """(V*B, 2) label and plate codes of every global view (view-major)."""
