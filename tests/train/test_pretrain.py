@@ -195,3 +195,13 @@ def test_bf16_autocast_and_periodic_knn_probe(screen: Path, tmp_path: Path) -> N
     probe = pd.read_csv(out / "probe.csv")
     assert probe["step"].tolist() == [2, 4]  # every 2 steps and at the end
     assert probe["classes"].iloc[0] == 4 and probe["knn_top1"].between(0, 1).all()
+
+
+def test_compiled_blocks_give_the_same_losses(screen: Path, tmp_path: Path) -> None:
+    """``run.compile=true`` (regional torch.compile of the encoder blocks) trains the same."""
+    eager = pretrain(_cfg(screen, tmp_path / "eager", "optim.max_steps=3"))
+    compiled = pretrain(_cfg(screen, tmp_path / "compiled", "optim.max_steps=3",
+                             "run.compile=true"))
+    a = pd.read_csv(eager / "log.csv")["loss"].to_numpy()
+    b = pd.read_csv(compiled / "log.csv")["loss"].to_numpy()
+    assert abs(a - b).max() < 1e-3
