@@ -336,6 +336,12 @@ def _plain(x: Any) -> Any:
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
-    """Run (or resume) pretraining; returns the run directory (with ``encoder/``)."""
-    return Trainer(cfg).fit()
+    """Run (or resume) pretraining; returns the run directory (with ``encoder/``). Under
+    torchrun, the process group this call creates is closed at the end."""
+    owns_group = not dist.is_dist()
+    try:
+        return Trainer(cfg).fit()
+    finally:
+        if owns_group:
+            dist.shutdown()
 
