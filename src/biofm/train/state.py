@@ -79,9 +79,15 @@ def load_run_state(t: Trainer, state: dict[str, Any]) -> tuple[dict[str, int], B
     """Restore objective, optimiser and this rank's RNG; returns (position, bad counter)."""
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    set_state_dict(t.method, t.opt, model_state_dict=state["method"],
-                   optim_state_dict=state["optimizer"], options=_options())
+    optim = state["optimizer"]
+    if any(isinstance(k, int) for k in optim.get("state", {})):  # index-keyed (older runs)
+        t.method.load_state_dict(state["method"])
+        t.opt.load_state_dict(optim)
+    else:
+        set_state_dict(t.method, t.opt, model_state_dict=state["method"],
+                       optim_state_dict=optim, options=_options())
     pos = {k: int(v) for k, v in state["position"].items()}
+    pos.setdefault("step_in_epoch", pos.pop("batch_in_epoch", 0))
     ranks = state.get("ranks", [])
     if state.get("global_batch", t.cfg.data.batch_size) != t.cfg.data.batch_size:
         log.warning("data.batch_size changed since the checkpoint: the rest of the epoch "
