@@ -159,3 +159,23 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path: Path) -> None:
     # the next save clears the half-written directory
     ckpt.save_checkpoint(root, 3, {"w": torch.full((3,), 3.0)}, {"model_name": "m"})
     assert sorted(p.name for p in root.iterdir()) == ["step_00000001", "step_00000003"]
+
+
+def test_bad_samples_on_one_rank_do_not_stall_the_others(screen: Path, tmp_path: Path) -> None:
+    """Corrupt and missing files leave the ranks with different batch sizes: the gathers
+    (contrastive negatives, monitoring) must cope, and the bad samples are counted."""
+    df = pd.read_csv(screen)
+    df["paths"] = [p if Path(p).is_absolute() else str(screen.parent / p) for p in df["paths"]]
+    bad = tmp_path / "corrupt.ome.tif"
+    bad.write_bytes(b"II*\x00 not a tiff")
+    df.loc[[0, 5, 9], "paths"] = [str(bad), str(tmp_path / "missing.tif"), str(bad)]
+    manifest = tmp_path / "with_bad.csv"
+    df.to_csv(manifest, index=False)
+    common = [*TINY, "objective=simclr", "optim.epochs=1", "run.device=cpu",
+              "run.max_bad_fraction=0.2"]
+    run_train(["--data", str(manifest), "--out", str(tmp_path / "run"), *sets(common)],
+              nproc=2)
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert log["step"].tolist() == list(range(1, 7)) and log["loss"].notna().all()
+    assert log["bad_samples"].iloc[-1] == 3  # counted over both ranks
+    assert (tmp_path / "run" / "encoder").is_dir()

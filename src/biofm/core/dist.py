@@ -94,6 +94,18 @@ def all_gather(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows in rank order when ranks hold different numbers of rows
+    (a batch with skipped samples), no gradient."""
+    if not is_dist():
+        return t
+    sizes = all_gather(torch.tensor([t.shape[0]], device=t.device, dtype=torch.long))
+    m = int(sizes.max())
+    pad = torch.cat([t, t.new_zeros(m - t.shape[0], *t.shape[1:])])  # (m, ...)
+    valid = (torch.arange(m, device=t.device)[None, :] < sizes[:, None]).flatten()
+    return all_gather(pad)[valid]
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather forward; backward sums every rank's gradient of the gathered tensor and
     returns this rank's rows."""

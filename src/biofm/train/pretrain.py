@@ -105,6 +105,7 @@ class Trainer:
         self.probe = Probe.from_config(cfg.run)
         self._dl: DataLoader[Any] | None = None
         self._t_start = 0.0
+        self._bad_total = 0
 
     # ------------------------------------------------------------------ setup
     def _loader(self) -> DataLoader[Any]:
@@ -206,13 +207,13 @@ class Trainer:
         self.method.step_grads(step)
         self.opt.step()
         self.method.on_step_end()
-        logs["loss"] = float(dist.all_reduce_mean(torch.tensor(logs["loss"])))
+        logs["loss"] = float(dist.all_reduce_mean(torch.tensor(logs["loss"], device=self.device)))
         self._features = torch.cat(feats)
         return {**logs, "lr": lr, "weight_decay": wd}
 
     def _check_finite(self, loss: torch.Tensor, step: int) -> None:
-        bad = dist.all_reduce_sum(torch.tensor(float(not torch.isfinite(loss).item())))
-        if bad.item() > 0:
+        bad = dist.all_reduce_sum((~torch.isfinite(loss.detach())).float().reshape(1))
+        if bad.item() > 0:  # every process sees the same flag and stops together
             raise DivergedError(
                 f"loss became {loss.item()} at step {step} (on {int(bad.item())} of "
                 f"{self.world} processes); the last good checkpoint in "
@@ -222,7 +223,7 @@ class Trainer:
 
     def _monitor(self) -> dict[str, float]:
         """Feature std and effective rank of the global batch's embeddings."""
-        feats = dist.all_gather(self._features.detach().contiguous())
+        feats = dist.all_gather_rows(self._features.detach().contiguous())
         return {"feature_std": feature_std(feats), "effective_rank": effective_rank(feats)}
 
     # ------------------------------------------------------------------ loop
@@ -264,8 +265,9 @@ class Trainer:
 
     def _check_bad(self, final: bool = False) -> None:
         counts = dist.all_reduce_sum(torch.tensor([self.bad.seen, self.bad.bad],
-                                                  dtype=torch.float64))
+                                                  dtype=torch.float64, device=self.device))
         total = BadSampleCounter(seen=int(counts[0]), bad=int(counts[1]), ids=self.bad.ids)
+        self._bad_total = total.bad
         check_bad_fraction(total, self.cfg.run.max_bad_fraction,
                            min_seen=0 if final else min(100, len(self.dataset)))
 
@@ -310,7 +312,7 @@ class Trainer:
             if self.logger is not None:
                 self.logger.write({"step": step, "epoch": epoch, **logs, **mon,
                                    "samples_per_s": rate, "eta_s": eta,
-                                   "bad_samples": self.bad.bad})
+                                   "bad_samples": self._bad_total})
         if step % run.checkpoint_every == 0 and step < self.total_steps:
             self.save()
         if self.probe is not None and self.probe.due(step) and step < self.total_steps:
