@@ -98,3 +98,17 @@ def test_supcon_missing_label_column_is_a_config_error() -> None:
     obj = _supcon(label="compound")
     with pytest.raises(ConfigError, match="compound"):
         obj(_Views(META))
+
+
+def test_instance_term_mixes_in_with_its_weight() -> None:
+    """loss = (1 - w) * label term + w * instance term (views of one sample as positives)."""
+    views = _Views(META)
+    label_only = _supcon(instance_weight=0.0)(views)
+    instance_only = _supcon(instance_weight=1.0)(views)
+    half = _supcon(instance_weight=0.5)(views)
+    assert label_only["loss_instance"] == 0.0
+    assert abs(instance_only["loss"].item() - instance_only["loss_instance"]) < 1e-6
+    want = 0.5 * label_only["loss_label"] + 0.5 * instance_only["loss_instance"]
+    assert abs(half["loss"].item() - want) < 1e-5
+    with pytest.raises(ConfigError, match="instance_weight"):
+        WeakConfig(instance_weight=1.5)

@@ -39,6 +39,15 @@ class WeakConfig:
     temperature: float = 0.1
     proj_hidden_dim: int = 512
     proj_dim: int = 128
+    # weight of an instance term (the views of one sample are its only positives, negatives
+    # as above) mixed into the loss: with labels that barely show in single images, the
+    # label term alone pulls everything together and collapses (measured, docs/results.md)
+    instance_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.instance_weight <= 1.0:
+            raise ConfigError(f"weak.instance_weight={self.instance_weight}",
+                              "give a weight in [0, 1] (0: label term only)")
 
 
 def is_missing(value: Any) -> bool:
@@ -112,7 +121,7 @@ class SupCon(ContrastiveObjective):
         self.cfg = cfg
 
     def _codes(self, views: Views) -> torch.Tensor:
-        """(V*B, 2) label and plate codes of every global view (view-major)."""
+        """(V*B, 3) label, plate and sample codes of every global view (view-major)."""
         if len(views.meta) != views.batch_size:
             raise ConfigError(
                 f"supcon needs one metadata dict per sample, got {len(views.meta)} for "
@@ -120,7 +129,8 @@ class SupCon(ContrastiveObjective):
         labels = label_codes(views.meta, self.cfg.label)
         plates = (label_codes(views.meta, self.cfg.plate) if self.cfg.same_plate_negatives
                   else torch.zeros_like(labels))
-        return torch.stack([labels, plates], dim=1).repeat(views.n_global, 1)
+        sample = torch.arange(views.batch_size) + (dist.rank() << 32)  # unique over ranks
+        return torch.stack([labels, plates, sample], dim=1).repeat(views.n_global, 1)
 
     def forward(self, views: Views) -> dict[str, Any]:
         b = views.batch_size
@@ -131,7 +141,11 @@ class SupCon(ContrastiveObjective):
         labels, plates = c_all[:, 0], c_all[:, 1]
         neg_mask = (plates[:, None] == plates[None, :]
                     if self.cfg.same_plate_negatives else None)  # (N, N)
-        loss = supcon_loss(z_all, labels, self.cfg.temperature, anchors=own,
-                           neg_mask=neg_mask)
+        t, w = self.cfg.temperature, self.cfg.instance_weight
+        label_term = supcon_loss(z_all, labels, t, anchors=own, neg_mask=neg_mask)
+        instance = (supcon_loss(z_all, c_all[:, 2], t, anchors=own, neg_mask=neg_mask)
+                    if w > 0 else label_term.new_zeros(()))
+        loss = (1 - w) * label_term + w * instance
         stats = pair_stats(z_all.detach(), labels, own, neg_mask)
-        return {"loss": loss, "features": emb[:b].detach(), **stats}
+        return {"loss": loss, "features": emb[:b].detach(), "loss_label": float(label_term),
+                "loss_instance": float(instance), **stats}
