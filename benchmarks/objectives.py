@@ -39,7 +39,12 @@ from biofm.models.registry import create_model
 
 OBJECTIVES = ["dino", "mae", "simclr", "wsdino", "supcon"]
 # variants: a name -> (objective, extra overrides)
-VARIANTS = {"supcon_anyplate": ("supcon", ["weak.same_plate_negatives=false"])}
+VARIANTS = {
+    "supcon_anyplate": ("supcon", ["weak.same_plate_negatives=false"]),
+    "supcon_w0": ("supcon", ["weak.instance_weight=0"]),
+    "supcon_anyplate_w0": ("supcon", ["weak.same_plate_negatives=false",
+                                      "weak.instance_weight=0"]),
+}
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "biovit_tiny_shared.yaml"
 
 
@@ -78,8 +83,23 @@ def train(name: str, corpus: Path, out: Path, steps: int, threads: int,
     return {"objective": name, "train_s": time.perf_counter() - t0}
 
 
+def batch_effect(emb: np.ndarray, rows: pd.DataFrame, batch: str, within: str | None
+                 ) -> float:
+    """k-NN accuracy of predicting the batch column (plate) inside each ``within`` group
+    (experiment), averaged: how much batch signal the embedding carries (lower is better;
+    chance is 1 / batches per group)."""
+    scores = []
+    parts = rows.groupby(within).indices.values() if within else [np.arange(len(rows))]
+    for idx in parts:
+        b = rows[batch].astype(str).to_numpy()[idx]
+        if len(set(b)) > 1:
+            scores.append(evaluate_knn(emb[idx], b, k=20)["knn_top1"]["mean"])
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def probes(model: torch.nn.Module, manifest: Path, cfg: EmbedConfig, label: str,
-           targets: list[str], group: str | None) -> dict[str, Any]:
+           targets: list[str], group: str | None, batch: tuple[str, str | None] | None = None,
+           ) -> dict[str, Any]:
     t0 = time.perf_counter()
     emb, rows = embed_manifest(model, manifest, cfg)
     res: dict[str, Any] = {"embed_s": time.perf_counter() - t0, "n": len(rows)}
@@ -93,6 +113,8 @@ def probes(model: torch.nn.Module, manifest: Path, cfg: EmbedConfig, label: str,
     for col in [t for t in targets if t in rows.columns]:
         r2 = linear_regression(emb, np.log(rows[col].astype(float).to_numpy()))["r2"]
         res[f"log_{col}_r2"] = r2["mean"]
+    if batch is not None:
+        res[f"{batch[0]}_knn_top1"] = batch_effect(emb, rows, *batch)
     res["emb_std"] = float(np.std(emb / np.linalg.norm(emb, axis=1, keepdims=True), axis=0)
                            .mean())
     return res
@@ -112,6 +134,9 @@ def main() -> None:
     ap.add_argument("--label", default="modality")
     ap.add_argument("--group", help="keep each value of this column in one fold (plate...)")
     ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--batch", help="batch column (plate) whose k-NN accuracy measures the "
+                    "batch effect left in the embeddings (lower is better)")
+    ap.add_argument("--batch-within", help="score --batch inside each value of this column")
     ap.add_argument("--targets", nargs="*", default=["n_nuclei", "median_nucleus_area"])
     ap.add_argument("--objectives", nargs="*", default=OBJECTIVES)
     ap.add_argument("--steps", type=int, default=200)
@@ -128,6 +153,7 @@ def main() -> None:
                                                 args.extra, args.config), args.objectives))
     torch.set_num_threads(os.cpu_count() or 1)
     results: dict[str, Any] = {}
+    batch = (args.batch, args.batch_within) if args.batch else None
     card: dict[str, Any] = {}
     for info in trained:
         run = args.out / info["objective"]
@@ -136,12 +162,12 @@ def main() -> None:
         cfg = EmbedConfig.for_model(model, progress=False)
         results[info["objective"]] = {**info, **final_logs(run),
                                       **probes(model, args.eval, cfg, args.label, args.targets,
-                                                 args.group)}
+                                                 args.group, batch)}
     torch.manual_seed(0)
     rand = create_model(card["model_name"], **card.get("model_kwargs", {}))
     cfg = EmbedConfig(tile=int(card["tile"]), input_size=int(card["input_size"]), progress=False)
     results["random_init"] = probes(rand, args.eval, cfg, args.label, args.targets,
-                                    args.group)
+                                    args.group, batch)
     report(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
