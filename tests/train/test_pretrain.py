@@ -188,9 +188,11 @@ def test_bad_objective_settings_are_rejected(screen: Path, tmp_path: Path) -> No
         Trainer(_cfg(screen, tmp_path / "d", "run.precision=fp8"))
 
 
-def test_bf16_autocast_and_periodic_knn_probe(screen: Path, tmp_path: Path) -> None:
+def test_bf16_autocast_fused_adamw_and_periodic_knn_probe(screen: Path,
+                                                          tmp_path: Path) -> None:
     out = pretrain(_cfg(screen, tmp_path / "run", "optim.max_steps=4", "run.precision=bf16",
-                        f"run.probe_manifest={screen}", "run.probe_every=2"))
+                        "optim.fused=true", f"run.probe_manifest={screen}",
+                        "run.probe_every=2"))
     assert pd.read_csv(out / "log.csv")["loss"].notna().all()
     probe = pd.read_csv(out / "probe.csv")
     assert probe["step"].tolist() == [2, 4]  # every 2 steps and at the end

@@ -44,8 +44,6 @@ def check_config(cfg: PretrainConfig) -> None:
         raise ConfigError(f"run.precision={cfg.run.precision!r}", "use 'fp32' or 'bf16'")
     if cfg.dist.strategy not in ("ddp", "fsdp"):
         raise ConfigError(f"dist.strategy={cfg.dist.strategy!r}", "use 'ddp' or 'fsdp'")
-    if cfg.optim.fused not in ("auto", "true", "false"):
-        raise ConfigError(f"optim.fused={cfg.optim.fused!r}", "use 'auto', 'true' or 'false'")
     if cfg.optim.accum_steps < 1:
         raise ConfigError(f"optim.accum_steps={cfg.optim.accum_steps}", "use 1 or more")
     if cfg.objective in ("simclr", "supcon", "wsdino") and cfg.data.views.n_global < 2:
@@ -118,10 +116,10 @@ def param_groups(module: nn.Module) -> list[dict[str, Any]]:
 
 def make_optimizer(cfg: PretrainConfig, module: nn.Module,
                    device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; fused kernels on CUDA with DDP ("auto"), else the foreach implementation."""
+    """AdamW; fused kernels on CUDA with DDP (or as ``optim.fused`` says), else foreach."""
     o = cfg.optim
-    fused = o.fused == "true" or (o.fused == "auto" and device.type == "cuda"
-                                  and cfg.dist.strategy == "ddp")
+    fused = o.fused if o.fused is not None else (device.type == "cuda"
+                                                 and cfg.dist.strategy == "ddp")
     return torch.optim.AdamW(param_groups(module), lr=o.lr, betas=o.betas,
                              fused=fused or None, foreach=None if fused else True)
 

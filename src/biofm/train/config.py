@@ -52,7 +52,7 @@ class OptimSection:
     clip_grad: float = 3.0
     freeze_last_layer_steps: int = 0
     accum_steps: int = 1  # micro-batches per optimiser step and process
-    fused: str = "auto"  # "auto" (fused AdamW on CUDA), "true", "false"
+    fused: bool | None = None  # fused AdamW kernels; None: on CUDA with DDP
 
 
 @dataclass(frozen=True)
