@@ -1,0 +1,124 @@
+"""``biofm idr``: browse the IDR study catalogue offline, from IDR's own catalogue files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import pandas as pd
+
+from biofm.idr.catalog import ENV_VAR, Catalog, load_catalog
+
+_CATALOG_HELP = (f"folder with IDR's idr_studies.tsv (default: ${ENV_VAR}, "
+                 "else ../shared/idr/catalog)")
+
+
+def _size(tb: Any) -> str:
+    """Terabytes -> a short human size."""
+    if tb is None or pd.isna(tb):
+        return "?"
+    for unit, scale in (("TB", 1.0), ("GB", 1e3), ("MB", 1e6)):
+        if tb * scale >= 1:
+            return f"{tb * scale:.1f} {unit}"
+    return f"{tb * 1e9:.0f} KB"
+
+
+def _num(value: Any) -> str:
+    """Average dimension: ``5.0`` -> ``"5"``, ``2.9`` -> ``"2.9"``, missing -> ``"?"``."""
+    if value is None or pd.isna(value):
+        return "?"
+    return f"{value:g}"
+
+
+def format_studies(cat: Catalog) -> str:
+    """Aligned table: study, container, images, C, XY, size, sample type; then a count line."""
+    header = ("study", "container", "images", "C", "XY", "size", "sample")
+    rows = [header]
+    for r in cat.to_records():
+        rows.append((r["study"], r["container"], str(r["images"]), _num(r["c"]),
+                     f"{_num(r['x'])}x{_num(r['y'])}",
+                     _size(r["size_tb"]), r["sample_type"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    numeric = {2, 3}
+    lines = ["  ".join(cell.rjust(w) if i in numeric else cell.ljust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    studies = cat.table["study_id"].nunique()
+    images = int(cat.table["images"].sum()) if len(cat) else 0
+    lines.append(f"{len(cat)} containers in {studies} studies, {images:,} images")
+    return "\n".join(lines)
+
+
+def format_show(info: dict[str, Any]) -> str:
+    """Readable summary of :meth:`Catalog.show`."""
+    ann = info["annotations"]
+    lines = [f"{info['study']} ({info['study_id']})"]
+    first = info["containers"][0]
+    header = (("title", ann.get("title")),
+              ("license", ann.get("license") or first["license"]),
+              ("organism", ann.get("organism") or first["organism"]),
+              ("publication", ann.get("publication_doi")))
+    for key, value in header:
+        if value:
+            lines.append(f"  {key}: {value}")
+    for c in info["containers"]:
+        lines.append(f"  {c['container']} ({c['kind']}): {c['images']} images, C={_num(c['c'])}, "
+                     f"{_num(c['x'])}x{_num(c['y'])}x{_num(c['z'])}, T={_num(c['t'])}, "
+                     f"{_size(c['size_tb'])}, {c['sample_type']}, {c['imaging_method'] or '?'}")
+        for name in info["channels"].get(c["container"], []):
+            lines.append(f"    channel: {name}")
+        plates = info["plates"].get(c["container"])
+        if plates:
+            shown = ", ".join(p["name"] for p in plates["plates"])
+            more = plates["count"] - len(plates["plates"])
+            tail = f", ... (+{more})" if more > 0 else ""
+            lines.append(f"    plates ({plates['count']}): {shown}{tail}")
+    for d in info["downloads"]:
+        url = d.get("client_path") or d.get("download_url") or d.get("bia_url")
+        lines.append(f"  download: {d.get('data_location') or '?'} zarr={d.get('is_zarr')} {url}")
+    return "\n".join(lines)
+
+
+def run_studies(args: argparse.Namespace) -> int:
+    """List IDR containers (screens/experiments), filtered."""
+    cat = load_catalog(args.catalog).filter(
+        study=args.study, sample_type=args.sample_type, imaging_method=args.imaging_method,
+        organism=args.organism, min_channels=args.min_channels, max_channels=args.max_channels,
+        min_images=args.min_images, max_size_tb=args.max_size_tb, kind=args.kind)
+    print(json.dumps(cat.to_records(), indent=1) if args.json else format_studies(cat))
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Show one study: containers, channels, plates, licence, download locations."""
+    info = load_catalog(args.catalog).show(args.study_id, max_plates=args.max_plates)
+    print(json.dumps(info, indent=1) if args.json else format_show(info))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``idr`` with its ``studies`` and ``show`` subcommands."""
+    idr = subparsers.add_parser("idr", help="browse the IDR study catalogue (offline)",
+                                description=__doc__)
+    sub = idr.add_subparsers(dest="idr_command", metavar="SUBCOMMAND", required=True)
+    studies = sub.add_parser("studies", help="list and filter IDR screens/experiments",
+                             description=run_studies.__doc__)
+    studies.add_argument("--catalog", help=_CATALOG_HELP)
+    studies.add_argument("--study", help="study name contains this text")
+    studies.add_argument("--sample-type", help="e.g. cell or tissue (substring, any case)")
+    studies.add_argument("--imaging-method", help="e.g. 'confocal' (substring, any case)")
+    studies.add_argument("--organism", help="e.g. 'homo sapiens' (substring, any case)")
+    studies.add_argument("--min-channels", type=int, help="average C at least N")
+    studies.add_argument("--max-channels", type=int, help="average C at most N")
+    studies.add_argument("--min-images", type=int, help="at least N images")
+    studies.add_argument("--max-size-tb", type=float, help="at most X terabytes")
+    studies.add_argument("--kind", choices=("screen", "experiment"), help="container kind")
+    studies.add_argument("--json", action="store_true", help="print JSON records instead")
+    studies.set_defaults(func=run_studies)
+    show = sub.add_parser("show", help="details of one study", description=run_show.__doc__)
+    show.add_argument("study_id", help="e.g. idr0036 or idr0036-gustafsdottir-cellpainting")
+    show.add_argument("--catalog", help=_CATALOG_HELP)
+    show.add_argument("--max-plates", type=int, default=10, help="plates listed per screen")
+    show.add_argument("--json", action="store_true", help="print JSON instead")
+    show.set_defaults(func=run_show)

@@ -1,0 +1,300 @@
+"""A stand-in IDR server on loopback, for testing pipelines offline over real HTTP.
+
+It serves the URL patterns and JSON shapes of the real IDR (from recorded responses when a
+folder of ``*.json`` recordings is given, else from small built-in examples of the same shape):
+
+- ``/api/v0/m/screens/?offset&limit``: ``{"data": [Screen...], "meta": {"offset", "limit",
+  "maxLimit", "totalCount"}}`` (limit clamped to 1000, ``limit=0`` counts only)
+- ``/webgateway/imgData/{id}/`` (and ``/webclient/imgData/{id}/``): image metadata
+- ``/webclient/api/plates/?id={screen}&page&limit``: ``{"plates": [{"id", "name", ...}]}``
+- ``/webgateway/table/Screen.plateLinks.child.wells/{well}/query/?query=Well-{well}``
+- ``/webclient/`` (sets cookie ``sessionid_idr``), paths in ``blobs`` (raw bytes); else 404
+
+Faults are scripted per path prefix and consumed in order; ``latency_s`` delays every request.
+``hits``, ``max_in_flight`` and ``requests`` (path + headers) let tests check client behaviour::
+
+    from biofm.idr.http import IDRClient
+    from biofm.idr.testing import StandInIDR, html, status
+
+    with StandInIDR() as idr:
+        idr.faults.add("/webgateway/imgData/", status(503), html())
+        with IDRClient(idr.url) as client:
+            meta = client.img_data(122770)  # two retries, then the image metadata
+        assert idr.hits["/webgateway/imgData/122770/"] == 3
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_OME = "http://www.openmicroscopy.org/Schemas/OME/2016-06#"
+_MAINTENANCE = b"<!DOCTYPE html><html><head><title>IDR maintenance</title></head><body><h1>The IDR is undergoing maintenance</h1></body></html>"  # noqa: E501
+_TABLE = "/webgateway/table/Screen.plateLinks.child.wells/"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted misbehaviour: kind in {status, html, concurrency, reset, truncate, delay}."""
+
+    kind: str
+    code: int = 500
+    retry_after: float | None = None
+    seconds: float = 0.0
+
+
+def status(code: int, retry_after: float | None = None) -> Fault:
+    """Answer HTTP ``code`` (with ``Retry-After: retry_after`` when given)."""
+    return Fault("status", code=code, retry_after=retry_after)
+
+
+def html() -> Fault:
+    """HTTP 200 with IDR's HTML maintenance page (``text/html``) where JSON was expected."""
+    return Fault("html")
+
+
+def concurrency(back_off_ms: int = 100) -> Fault:
+    """HTTP 200 with OMERO's ``{"ConcurrencyException": {"backOff": ms}}`` (pyramid building)."""
+    return Fault("concurrency", seconds=back_off_ms / 1000.0)
+
+
+def reset() -> Fault:
+    """Close the connection without sending a response."""
+    return Fault("reset")
+
+
+def truncate() -> Fault:
+    """Announce a Content-Length larger than the body, send part of it, close."""
+    return Fault("truncate")
+
+
+def delay(seconds: float) -> Fault:
+    """Wait ``seconds`` before answering normally (exceeds a short client timeout)."""
+    return Fault("delay", seconds=seconds)
+
+
+class FaultScript:
+    """Thread-safe scripted faults: ``add(prefix, *faults)``; each request takes the next one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[tuple[str, Fault]] = []
+
+    def add(self, prefix: str, *faults: Fault) -> None:
+        with self._lock:
+            self._queue.extend((prefix, f) for f in faults)
+
+    def take(self, path: str) -> Fault | None:
+        with self._lock:
+            for i, (prefix, fault) in enumerate(self._queue):
+                if path.startswith(prefix):
+                    del self._queue[i]
+                    return fault
+        return None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+def _builtin_img_data(image_id: int) -> dict[str, Any]:
+    labels = ["DAPI", "FITC-FilterWheel", "TRITC-FilterWheel"]
+    window = {"min": 250.0, "max": 4095.0, "start": 250.0, "end": 4095.0}
+    channels = [
+        {"emissionWave": None, "label": lab, "color": col, "inverted": False, "family": "linear",
+         "coefficient": 1.0, "window": dict(window), "active": True}
+        for lab, col in zip(labels, ["FF0000", "00FF00", "0000FF"], strict=True)
+    ]  # fmt: skip
+    return {
+        "id": image_id,
+        "meta": {"imageName": f"image {image_id}", "imageId": image_id, "wellId": 45217,
+                 "pixelsType": "uint16", "datasetId": None, "projectId": None},
+        "perms": {"canAnnotate": False, "canEdit": False, "canDelete": False, "canLink": False},
+        "tiles": False, "size": {"width": 696, "height": 520, "z": 1, "t": 1, "c": 3},
+        "pixel_size": {"x": 1.25195005, "y": 1.25195005, "z": None},
+        "pixel_range": [0, 65535], "channels": channels,
+        "rdefs": {"model": "color", "projection": "normal", "defaultZ": 0, "defaultT": 0,
+                  "invertAxis": False},
+    }  # fmt: skip
+
+
+def _builtin_table(well_id: int) -> dict[str, Any]:
+    columns = ["Plate", "Well", "Gene Symbol", "Channels", "Plate Name", "Well Name"]
+    row = [340, well_id, "ECT2", "DAPI:DNA;FITC-FilterWheel:alpha-tubulin;"
+           "TIRTC-FilterWheel:phallodin/F-actin", "Plate8_Actinome1", "o2"]  # fmt: skip
+    return {
+        "data": {"column_types": ["PlateColumn", "WellColumn"] + ["StringColumn"] * 4,
+                 "columns": columns, "rows": [row]},
+        "meta": {"rowCount": 4224, "totalCount": 1, "limit": None, "offset": 0},
+        "id": 15026339, "annId": 8368945, "owner": "Public data", "addedBy": "Public data",
+        "parentType": "Screen", "parentId": 206, "addedOn": 1502896910574,
+    }  # fmt: skip
+
+
+def _screen(sid: int, name: str, base: str) -> dict[str, Any]:
+    return {"@id": sid, "@type": _OME + "Screen", "Name": name, "Description": f"{name} screen",
+            "url:screen": f"{base}/api/v0/m/screens/{sid}/",
+            "url:plates": f"{base}/api/v0/m/screens/{sid}/plates/"}  # fmt: skip
+
+
+class StandInIDR:
+    """Loopback IDR: ``start()``/``stop()`` or ``with``; ``url`` is ``http://127.0.0.1:<port>``."""
+
+    def __init__(
+        self,
+        recorded_dir: Path | None = None,
+        screens: Sequence[str] = ("idr0001-screenA", "idr0002-screenA", "idr0008-screenA"),
+        blobs: Mapping[str, bytes] | None = None,
+        latency_s: float = 0.0,
+    ) -> None:
+        self.images: dict[int, dict[str, Any]] = {122770: _builtin_img_data(122770)}
+        self.plates: dict[int, list[dict[str, Any]]] = {102: [
+            {"id": 422 + i, "name": f"plate1_{i}", "ownerId": 2, "childCount": 1, "permsCss": ""}
+            for i in range(12)]}  # fmt: skip
+        self.tables: dict[int, dict[str, Any]] = {45217: _builtin_table(45217)}
+        if recorded_dir is not None:
+            self._load(Path(recorded_dir))
+        self.screen_names = list(screens)
+        self.blobs = dict(blobs or {})
+        self.latency_s = latency_s
+        self.faults = FaultScript()
+        self.hits: Counter[str] = Counter()
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def _load(self, folder: Path) -> None:
+        """Recorded responses, keyed by the id in their file name."""
+        for file in sorted(folder.glob("*.json")):
+            if m := re.search(r"imgData_(\d+)", file.name):
+                self.images[int(m.group(1))] = json.loads(file.read_text())
+            elif m := re.search(r"plates_screen(\d+)", file.name):
+                self.plates[int(m.group(1))] = json.loads(file.read_text())["plates"]
+            elif m := re.search(r"table_well(\d+)", file.name):
+                self.tables[int(m.group(1))] = json.loads(file.read_text())
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("StandInIDR is not started: call start() or use 'with'")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> StandInIDR:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server.daemon_threads = True
+        self._server.handle_error = lambda *a: None  # type: ignore[method-assign]
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> StandInIDR:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def route(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        """(status, JSON value or bytes) for a normal answer."""
+        one = {k: v[0] for k, v in query.items()}
+        if path in self.blobs:
+            return 200, self.blobs[path]
+        if path == "/webclient/":
+            return 200, b"<!DOCTYPE html><html><body>IDR webclient</body></html>"
+        if path == "/api/v0/m/screens/":
+            items = [_screen(i + 1, n, self.url) for i, n in enumerate(self.screen_names)]
+            return 200, _page(items, one)
+        if m := re.fullmatch(r"/(?:webgateway|webclient)/imgData/(\d+)/", path):
+            found = self.images.get(int(m.group(1)))
+            return (200, found) if found else (404, {"message": f"Image {m.group(1)} not found"})
+        if path == "/webclient/api/plates/" and int(one.get("id", -1)) in self.plates:
+            page, size = int(one.get("page", 1)), int(one.get("limit", 500))
+            plates = self.plates[int(one["id"])][(page - 1) * size : page * size]
+            return 200, {"plates": plates}
+        if (m := re.fullmatch(re.escape(_TABLE) + r"(\d+)/query/", path)) and int(
+            m.group(1)
+        ) in self.tables:
+            return 200, self.tables[int(m.group(1))]
+        return 404, {"message": f"404 Not Found: {path}"}
+
+
+def _page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    offset = max(0, int(query.get("offset", 0)))
+    limit = int(query.get("limit", 200))
+    limit = 200 if limit < 0 else min(limit, 1000)
+    meta = {"offset": offset, "limit": limit, "maxLimit": 1000, "totalCount": len(items)}
+    return {"data": items[offset : offset + limit], "meta": meta}
+
+
+def _make_handler(idr: StandInIDR) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            with idr._lock:
+                idr.hits[parts.path] += 1
+                idr.requests.append((self.path, dict(self.headers.items())))
+                idr._in_flight += 1
+                idr.max_in_flight = max(idr.max_in_flight, idr._in_flight)
+            try:
+                time.sleep(idr.latency_s)
+                self._answer(parts.path, parse_qs(parts.query), idr.faults.take(parts.path))
+            finally:
+                with idr._lock:
+                    idr._in_flight -= 1
+
+        def _answer(self, path: str, query: dict[str, list[str]], fault: Fault | None) -> None:
+            if fault is not None and fault.kind == "delay":
+                time.sleep(fault.seconds)
+            if fault is not None and fault.kind == "reset":
+                self.close_connection = True
+                return
+            code, body = idr.route(path, query)
+            ctype, headers = "application/json", {}
+            if fault is not None and fault.kind == "status":
+                code, body = fault.code, {"message": f"injected HTTP {fault.code}"}
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = f"{fault.retry_after:g}"
+            elif fault is not None and fault.kind == "html":
+                code, body, ctype = 200, _MAINTENANCE, "text/html; charset=utf-8"
+            elif fault is not None and fault.kind == "concurrency":
+                code, body = 200, {"ConcurrencyException": {"backOff": int(fault.seconds * 1000)}}
+            if isinstance(body, bytes) and ctype == "application/json":
+                ctype = "text/html" if body.startswith(b"<") else "application/octet-stream"
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            cut = fault is not None and fault.kind == "truncate"
+            self._send(code, data, ctype, headers, cut)
+
+        def _send(
+            self, code: int, data: bytes, ctype: str, hdrs: dict[str, str], cut: bool
+        ) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data) + (100 if cut else 0)))
+            if "sessionid_idr" not in self.headers.get("Cookie", ""):
+                self.send_header("Set-Cookie", "sessionid_idr=standin-session; Path=/")
+            for key, value in hdrs.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2] if cut else data)
+            self.close_connection = cut
+
+    return Handler
