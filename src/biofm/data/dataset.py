@@ -95,6 +95,37 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def prepare_field(
+    sample: Sample, row: Mapping[str, Any], sid: str, crop_size: int | None, *,
+    normalize: NormalizeConfig, resize_small: bool, vocab: ChannelVocab,
+) -> PreparedField:
+    """A loaded field, normalised and ready to crop; its meta is the row's metadata."""
+    sample.meta.setdefault("id", sid)
+    pixels = normalize_sample(sample, normalize)
+    meta = {k: _plain(v) for k, v in row.items() if k not in ("paths", "channels")}
+    return PreparedField.build(pixels, sample.channels, crop_size, resize_small=resize_small,
+                               vocab=vocab, id=sid, meta=meta)
+
+
+def field_item(
+    prepared: PreparedField, meta: dict[str, Any], gen: torch.Generator,
+    crop_size: int | None, nucleus_fraction: float, transform: Transform | None,
+) -> dict[str, Any]:
+    """One dataset item of ``prepared``: a crop (or the whole field when ``crop_size`` is
+    None) through ``transform``: ``{"views", "id", "meta", "n_global"}``."""
+    if crop_size is None:
+        x = torch.from_numpy(prepared.pixels)
+    else:
+        crop = prepared.crop(crop_size, gen, nucleus_fraction)
+        x = torch.from_numpy(crop.pixels)
+        meta["origin"] = crop.origin
+        meta["nucleus_centred"] = crop.centre is not None
+    names = list(prepared.channels)
+    views = transform(x, names, gen) if transform else [(x, names)]
+    n_global = int(getattr(transform, "n_global", len(views)))
+    return {"views": views, "id": prepared.id, "meta": meta, "n_global": n_global}
+
+
 class ManifestDataset(Dataset[Item]):
     """Crops of manifest fields -> ``{"views", "id", "meta", "n_global"}`` or ``Skipped``.
 
@@ -183,14 +214,9 @@ class ManifestDataset(Dataset[Item]):
         sid = self.sample_id(field_index)
         row = self.rows[field_index]
         try:
-            sample = self.load_fn(row)
-            sample.meta.setdefault("id", sid)
-            pixels = normalize_sample(sample, self.normalize)
-            meta = {k: _plain(v) for k, v in row.items() if k not in ("paths", "channels")}
-            return PreparedField.build(
-                pixels, sample.channels, self.crop_size, resize_small=self.resize_small,
-                vocab=self.vocab, id=sid, meta=meta,
-            )
+            return prepare_field(self.load_fn(row), row, sid, self.crop_size,
+                                 normalize=self.normalize, resize_small=self.resize_small,
+                                 vocab=self.vocab)
         except LOAD_ERRORS as err:
             if sid not in self._logged:
                 self._logged.add(sid)
@@ -205,17 +231,8 @@ class ManifestDataset(Dataset[Item]):
             return prepared
         gen = generator_for(self.seed, self.epoch, index)
         meta = {**prepared.meta, "index": index, "field_index": f, "crop_index": k}
-        if self.crop_size is None:
-            x = torch.from_numpy(prepared.pixels)
-        else:
-            crop = prepared.crop(self.crop_size, gen, self.nucleus_fraction)
-            x = torch.from_numpy(crop.pixels)
-            meta["origin"] = crop.origin
-            meta["nucleus_centred"] = crop.centre is not None
-        names = list(prepared.channels)
-        views = self.transform(x, names, gen) if self.transform else [(x, names)]
-        n_global = int(getattr(self.transform, "n_global", len(views)))
-        return {"views": views, "id": prepared.id, "meta": meta, "n_global": n_global}
+        return field_item(prepared, meta, gen, self.crop_size, self.nucleus_fraction,
+                          self.transform)
 
 
 def _check_args(

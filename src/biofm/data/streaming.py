@@ -33,7 +33,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -42,8 +41,8 @@ from biofm.core.channels import DEFAULT_VOCAB, ChannelVocab
 from biofm.core.errors import BadSampleError, ConfigError
 from biofm.data.collate import Item, Skipped, ViewBatch
 from biofm.data.crops import PreparedField
-from biofm.data.dataset import LOAD_ERRORS, LoadFn
-from biofm.data.normalize import NormalizeConfig, normalize_sample
+from biofm.data.dataset import LOAD_ERRORS, LoadFn, field_item, prepare_field
+from biofm.data.normalize import NormalizeConfig
 from biofm.data.rng import generator_for
 from biofm.data.views import Transform
 
@@ -63,15 +62,6 @@ def _worker() -> tuple[int, int]:
     """(worker id, number of workers); (0, 1) in the main process."""
     info = get_worker_info()
     return (0, 1) if info is None else (info.id, info.num_workers)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python values, NaN -> None (meta travels through worker pipes)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
 
 
 class StreamingFieldDataset(IterableDataset[Item]):
@@ -223,14 +213,9 @@ class StreamingFieldDataset(IterableDataset[Item]):
         sid = self.sample_id(field_index)
         ref = self.refs[field_index]
         try:
-            sample = self.load_fn(ref)
-            sample.meta.setdefault("id", sid)
-            pixels = normalize_sample(sample, self.normalize)
-            meta = {k: _plain(v) for k, v in ref.items() if k not in ("paths", "channels")}
-            return PreparedField.build(
-                pixels, sample.channels, self.crop_size, resize_small=self.resize_small,
-                vocab=self.vocab, id=sid, meta=meta,
-            )
+            return prepare_field(self.load_fn(ref), ref, sid, self.crop_size,
+                                 normalize=self.normalize, resize_small=self.resize_small,
+                                 vocab=self.vocab)
         except _ERRORS as err:
             log.warning("skipping bad sample %s: %s", sid, err)
             return Skipped(sid, f"{type(err).__name__}: {err}")
@@ -247,17 +232,8 @@ class StreamingFieldDataset(IterableDataset[Item]):
             gen = generator_for(self.seed, self.epoch, f, k)
             meta = {**prepared.meta, "index": f * cpf + k, "field_index": f, "crop_index": k,
                     "worker": worker, "seq": j * cpf + k, "epoch": self.epoch}
-            if self.crop_size is None:
-                x = torch.from_numpy(prepared.pixels)
-            else:
-                crop = prepared.crop(self.crop_size, gen, self.nucleus_fraction)
-                x = torch.from_numpy(crop.pixels)
-                meta["origin"] = crop.origin
-                meta["nucleus_centred"] = crop.centre is not None
-            names = list(prepared.channels)
-            views = self.transform(x, names, gen) if self.transform else [(x, names)]
-            n_global = int(getattr(self.transform, "n_global", len(views)))
-            yield {"views": views, "id": prepared.id, "meta": meta, "n_global": n_global}
+            yield field_item(prepared, meta, gen, self.crop_size, self.nucleus_fraction,
+                             self.transform)
 
 
 class StreamPosition:

@@ -9,6 +9,8 @@ folder of ``*.json`` recordings is given, else from small built-in examples of t
 - ``/webclient/api/plates/?id={screen}&page&limit``: ``{"plates": [{"id", "name", ...}]}``
 - ``/webgateway/table/Screen.plateLinks.child.wells/{well}/query/?query=Well-{well}``
 - ``/webclient/`` (sets cookie ``sessionid_idr``), paths in ``blobs`` (raw bytes); else 404
+- ``/zarr/<relative path>``: the bytes of that file under ``files_root`` when given (static
+  files, e.g. an OME-Zarr store written by ``biofm.idr._standin_data``), else 404
 
 Faults are scripted per path prefix and consumed in order; ``latency_s`` delays every request.
 ``hits``, ``max_in_flight`` and ``requests`` (path + headers) let tests check client behaviour::
@@ -37,9 +39,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-_OME = "http://www.openmicroscopy.org/Schemas/OME/2016-06#"
+from biofm.idr._standin_data import builtin_img_data, builtin_table, page_of, screen_item
+
 _MAINTENANCE = b"<!DOCTYPE html><html><head><title>IDR maintenance</title></head><body><h1>The IDR is undergoing maintenance</h1></body></html>"  # noqa: E501
 _TABLE = "/webgateway/table/Screen.plateLinks.child.wells/"
+FILES_PREFIX = "/zarr/"
 
 
 @dataclass(frozen=True)
@@ -105,46 +109,6 @@ class FaultScript:
         return len(self._queue)
 
 
-def _builtin_img_data(image_id: int) -> dict[str, Any]:
-    labels = ["DAPI", "FITC-FilterWheel", "TRITC-FilterWheel"]
-    window = {"min": 250.0, "max": 4095.0, "start": 250.0, "end": 4095.0}
-    channels = [
-        {"emissionWave": None, "label": lab, "color": col, "inverted": False, "family": "linear",
-         "coefficient": 1.0, "window": dict(window), "active": True}
-        for lab, col in zip(labels, ["FF0000", "00FF00", "0000FF"], strict=True)
-    ]  # fmt: skip
-    return {
-        "id": image_id,
-        "meta": {"imageName": f"image {image_id}", "imageId": image_id, "wellId": 45217,
-                 "pixelsType": "uint16", "datasetId": None, "projectId": None},
-        "perms": {"canAnnotate": False, "canEdit": False, "canDelete": False, "canLink": False},
-        "tiles": False, "size": {"width": 696, "height": 520, "z": 1, "t": 1, "c": 3},
-        "pixel_size": {"x": 1.25195005, "y": 1.25195005, "z": None},
-        "pixel_range": [0, 65535], "channels": channels,
-        "rdefs": {"model": "color", "projection": "normal", "defaultZ": 0, "defaultT": 0,
-                  "invertAxis": False},
-    }  # fmt: skip
-
-
-def _builtin_table(well_id: int) -> dict[str, Any]:
-    columns = ["Plate", "Well", "Gene Symbol", "Channels", "Plate Name", "Well Name"]
-    row = [340, well_id, "ECT2", "DAPI:DNA;FITC-FilterWheel:alpha-tubulin;"
-           "TIRTC-FilterWheel:phallodin/F-actin", "Plate8_Actinome1", "o2"]  # fmt: skip
-    return {
-        "data": {"column_types": ["PlateColumn", "WellColumn"] + ["StringColumn"] * 4,
-                 "columns": columns, "rows": [row]},
-        "meta": {"rowCount": 4224, "totalCount": 1, "limit": None, "offset": 0},
-        "id": 15026339, "annId": 8368945, "owner": "Public data", "addedBy": "Public data",
-        "parentType": "Screen", "parentId": 206, "addedOn": 1502896910574,
-    }  # fmt: skip
-
-
-def _screen(sid: int, name: str, base: str) -> dict[str, Any]:
-    return {"@id": sid, "@type": _OME + "Screen", "Name": name, "Description": f"{name} screen",
-            "url:screen": f"{base}/api/v0/m/screens/{sid}/",
-            "url:plates": f"{base}/api/v0/m/screens/{sid}/plates/"}  # fmt: skip
-
-
 class StandInIDR:
     """Loopback IDR: ``start()``/``stop()`` or ``with``; ``url`` is ``http://127.0.0.1:<port>``."""
 
@@ -154,17 +118,19 @@ class StandInIDR:
         screens: Sequence[str] = ("idr0001-screenA", "idr0002-screenA", "idr0008-screenA"),
         blobs: Mapping[str, bytes] | None = None,
         latency_s: float = 0.0,
+        files_root: Path | None = None,
     ) -> None:
-        self.images: dict[int, dict[str, Any]] = {122770: _builtin_img_data(122770)}
+        self.images: dict[int, dict[str, Any]] = {122770: builtin_img_data(122770)}
         self.plates: dict[int, list[dict[str, Any]]] = {102: [
             {"id": 422 + i, "name": f"plate1_{i}", "ownerId": 2, "childCount": 1, "permsCss": ""}
             for i in range(12)]}  # fmt: skip
-        self.tables: dict[int, dict[str, Any]] = {45217: _builtin_table(45217)}
+        self.tables: dict[int, dict[str, Any]] = {45217: builtin_table(45217)}
         if recorded_dir is not None:
             self._load(Path(recorded_dir))
         self.screen_names = list(screens)
         self.blobs = dict(blobs or {})
         self.latency_s = latency_s
+        self.files_root = Path(files_root).resolve() if files_root is not None else None
         self.faults = FaultScript()
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, dict[str, str]]] = []
@@ -178,10 +144,18 @@ class StandInIDR:
         for file in sorted(folder.glob("*.json")):
             if m := re.search(r"imgData_(\d+)", file.name):
                 self.images[int(m.group(1))] = json.loads(file.read_text())
-            elif m := re.search(r"plates_screen(\d+)", file.name):
+            elif m := re.search(r"platesscreen_item(\d+)", file.name):
                 self.plates[int(m.group(1))] = json.loads(file.read_text())["plates"]
             elif m := re.search(r"table_well(\d+)", file.name):
                 self.tables[int(m.group(1))] = json.loads(file.read_text())
+
+    def _file(self, rel: str) -> tuple[int, Any]:
+        """(200, bytes) of ``files_root/rel``; 404 outside the folder or when absent."""
+        if self.files_root is not None:
+            file = (self.files_root / rel).resolve()
+            if file.is_relative_to(self.files_root) and file.is_file():
+                return 200, file.read_bytes()
+        return 404, {"message": f"404 Not Found: {FILES_PREFIX}{rel}"}
 
     @property
     def url(self) -> str:
@@ -213,11 +187,13 @@ class StandInIDR:
         one = {k: v[0] for k, v in query.items()}
         if path in self.blobs:
             return 200, self.blobs[path]
+        if path.startswith(FILES_PREFIX):
+            return self._file(path[len(FILES_PREFIX) :])
         if path == "/webclient/":
             return 200, b"<!DOCTYPE html><html><body>IDR webclient</body></html>"
         if path == "/api/v0/m/screens/":
-            items = [_screen(i + 1, n, self.url) for i, n in enumerate(self.screen_names)]
-            return 200, _page(items, one)
+            items = [screen_item(i + 1, n, self.url) for i, n in enumerate(self.screen_names)]
+            return 200, page_of(items, one)
         if m := re.fullmatch(r"/(?:webgateway|webclient)/imgData/(\d+)/", path):
             found = self.images.get(int(m.group(1)))
             return (200, found) if found else (404, {"message": f"Image {m.group(1)} not found"})
@@ -230,14 +206,6 @@ class StandInIDR:
         ) in self.tables:
             return 200, self.tables[int(m.group(1))]
         return 404, {"message": f"404 Not Found: {path}"}
-
-
-def _page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
-    offset = max(0, int(query.get("offset", 0)))
-    limit = int(query.get("limit", 200))
-    limit = 200 if limit < 0 else min(limit, 1000)
-    meta = {"offset": offset, "limit": limit, "maxLimit": 1000, "totalCount": len(items)}
-    return {"data": items[offset : offset + limit], "meta": meta}
 
 
 def _make_handler(idr: StandInIDR) -> type[BaseHTTPRequestHandler]:
@@ -278,7 +246,8 @@ def _make_handler(idr: StandInIDR) -> type[BaseHTTPRequestHandler]:
             elif fault is not None and fault.kind == "concurrency":
                 code, body = 200, {"ConcurrencyException": {"backOff": int(fault.seconds * 1000)}}
             if isinstance(body, bytes) and ctype == "application/json":
-                ctype = "text/html" if body.startswith(b"<") else "application/octet-stream"
+                raw = path.startswith(FILES_PREFIX) or not body.startswith(b"<")
+                ctype = "application/octet-stream" if raw else "text/html"
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             cut = fault is not None and fault.kind == "truncate"
             self._send(code, data, ctype, headers, cut)
