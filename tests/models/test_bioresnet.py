@@ -13,7 +13,7 @@ import biofm.models.bioresnet  # registers the variants
 from biofm.core import DEFAULT_VOCAB, BadInputError, PackedBatch
 from biofm.models.bioresnet import BioResNet
 from biofm.models.io import load_encoder, save_encoder
-from tests.models.batches import random_batch
+from tests.models.batches import assert_same_alone_or_batched, random_batch
 
 # max_groups=4: with widths this small the default rule leaves 2 channels per GroupNorm group,
 # and a 2-value group on the 1x1 last-stage map of a 32 px image amplifies float rounding
@@ -78,14 +78,7 @@ def test_default_variants_dims() -> None:
 
 
 def test_embedding_same_alone_or_batched(model: BioResNet) -> None:
-    batch = _batch([2, 5, 5, 1, 7], seed=4)
-    with torch.no_grad():
-        together = model(batch)
-        for i, (im, start) in enumerate(zip(batch.images(), batch.offsets[:-1].tolist(),
-                                            strict=True)):
-            ids = [batch.channel_ids[start:start + im.shape[0]].tolist()]
-            alone = model(PackedBatch.from_images([im], ids))
-            torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
+    assert_same_alone_or_batched(model, _batch([2, 5, 5, 1, 7], seed=4))
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

@@ -8,7 +8,7 @@ import torch
 import biofm
 from biofm.core import DEFAULT_VOCAB, BadInputError, PackedBatch
 from biofm.models.padded import padded_forward_tokens
-from tests.models.batches import random_batch
+from tests.models.batches import assert_same_alone_or_batched, random_batch
 
 
 def _batch(counts: list[int], size: int = 32, seed: int = 0, names: bool = True) -> PackedBatch:
@@ -46,14 +46,7 @@ def test_packed_equals_padded_reference(identity: str, pool: str) -> None:
 
 
 def test_embedding_same_alone_or_batched(model: torch.nn.Module) -> None:
-    batch = _batch([2, 5, 5, 1, 7], seed=4)
-    with torch.no_grad():
-        together = model(batch)
-        for i, (im, start) in enumerate(zip(batch.images(), batch.offsets[:-1].tolist(),
-                                            strict=True)):
-            ids = [batch.channel_ids[start:start + im.shape[0]].tolist()]
-            alone = model(PackedBatch.from_images([im], ids))
-            torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
+    assert_same_alone_or_batched(model, _batch([2, 5, 5, 1, 7], seed=4))
 
 
 def test_batch_order_does_not_matter(model: torch.nn.Module) -> None:

@@ -13,7 +13,7 @@ import biofm.models.boc_vit  # noqa: F401  (registers the boc_vit variants)
 from biofm.core import DEFAULT_VOCAB, BadInputError, PackedBatch
 from biofm.models.boc_vit import BoCViT, segment_softmax
 from biofm.models.registry import create_model
-from tests.models.batches import random_batch
+from tests.models.batches import assert_same_alone_or_batched, random_batch
 
 TINY = {"depth": 2, "embed_dim": 64, "num_heads": 2}
 
@@ -58,12 +58,7 @@ def test_mixed_counts_forward_and_backward() -> None:
 
 
 def test_same_alone_or_batched(model: BoCViT) -> None:
-    batch = _batch([2, 5, 1, 3], seed=2)
-    with torch.no_grad():
-        together = model(batch)
-        for i, im in enumerate(batch.images()):
-            alone = model(PackedBatch.from_images([im], [_ids(batch, i)]))
-            torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
+    assert_same_alone_or_batched(model, _batch([2, 5, 1, 3], seed=2))
 
 
 @pytest.mark.parametrize("fusion", ["attention", "mean"])
