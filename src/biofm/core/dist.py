@@ -94,16 +94,24 @@ def all_gather(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+def row_counts(t: torch.Tensor) -> torch.Tensor:
+    """(W,) number of rows of ``t`` on every rank (ranks may differ: skipped samples)."""
+    n = torch.tensor([t.shape[0]], device=t.device, dtype=torch.long)
+    return all_gather(n)
+
+
+def all_gather_rows(t: torch.Tensor, counts: torch.Tensor | None = None,
+                    grad: bool = False) -> torch.Tensor:
     """Concatenate every rank's rows in rank order when ranks hold different numbers of rows
-    (a batch with skipped samples), no gradient."""
+    (``counts`` from :func:`row_counts`, gathered here when not given); ``grad`` keeps the
+    gradient path of :func:`all_gather_grad`."""
     if not is_dist():
         return t
-    sizes = all_gather(torch.tensor([t.shape[0]], device=t.device, dtype=torch.long))
-    m = int(sizes.max())
+    counts = row_counts(t) if counts is None else counts
+    m = int(counts.max())
     pad = torch.cat([t, t.new_zeros(m - t.shape[0], *t.shape[1:])])  # (m, ...)
-    valid = (torch.arange(m, device=t.device)[None, :] < sizes[:, None]).flatten()
-    return all_gather(pad)[valid]
+    valid = (torch.arange(m, device=t.device)[None, :] < counts[:, None]).flatten()
+    return (all_gather_grad(pad) if grad else all_gather(pad))[valid]
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -50,11 +50,14 @@ class Objective(nn.Module):
     def encoder(self) -> nn.Module:
         raise NotImplementedError
 
+    def encoders(self) -> list[nn.Module]:
+        """The distinct encoders the objective trains or exports (DINO: student, teacher)."""
+        return list({id(m): m for m in (self.encoder, self.export_encoder)}.values())
+
     def fsdp_units(self) -> list[nn.Module]:
         """Sub-modules sharded as separate FSDP units (each must be entered through its own
         ``forward``); the rest is sharded with the objective itself."""
-        units = {id(m): m for m in (self.encoder, self.export_encoder)}
-        return list(units.values())
+        return self.encoders()
 
     def on_step_end(self) -> None:
         """Called after each optimiser step."""

@@ -137,14 +137,11 @@ def gather_rows(
     n = z.shape[0]
     if not dist.is_dist():
         return z, codes, torch.arange(n, device=z.device)
-    sizes = dist.all_gather(torch.tensor([n], device=z.device, dtype=torch.long))  # (W,)
-    m = int(sizes.max())
-    z_pad = torch.cat([z, z.new_zeros(m - n, z.shape[1])])  # (m, D)
-    c_pad = torch.cat([codes, codes.new_zeros(m - n, codes.shape[1])])
-    z_all, c_all = dist.all_gather_grad(z_pad), dist.all_gather(c_pad)  # (W * m, ...)
-    valid = (torch.arange(m, device=z.device)[None, :] < sizes[:, None]).flatten()
-    offset = int(sizes[: dist.rank()].sum())
-    return z_all[valid], c_all[valid], offset + torch.arange(n, device=z.device)
+    counts = dist.row_counts(z)  # (W,)
+    z_all = dist.all_gather_rows(z, counts, grad=True)  # (N, D)
+    c_all = dist.all_gather_rows(codes, counts)  # (N, K)
+    offset = int(counts[: dist.rank()].sum())
+    return z_all, c_all, offset + torch.arange(n, device=z.device)
 
 
 @torch.no_grad()

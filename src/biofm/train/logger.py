@@ -57,8 +57,6 @@ class RunLogger:
             self._fields = list(row)
             with open(self.path, "w", newline="") as fh:
                 csv.writer(fh).writerow(self._fields)
-        elif any(k not in self._fields for k in row):
-            log.debug("log.csv columns are fixed by its first row; extra keys dropped")
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, self._fields, extrasaction="ignore").writerow(row)
         if self._tb is not None:

@@ -43,7 +43,13 @@ from biofm.train.logger import RunLogger, SampleTrace
 from biofm.train.probe import Probe
 from biofm.train.sampler import EpochSampler
 from biofm.train.schedules import warmup_cosine
-from biofm.train.state import encoder_from_state, load_run_state, run_state
+from biofm.train.state import (
+    encoder_from_state,
+    export_state,
+    load_run_state,
+    model_state,
+    run_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +99,7 @@ class Trainer:
         self.total_steps = min(total, cfg.optim.max_steps) if cfg.optim.max_steps > 0 else total
         self.method = build_objective(cfg, self.total_steps).to(self.device)
         if cfg.run.compile:
-            for enc in {id(m): m for m in (self.method.encoder,
-                                           self.method.export_encoder)}.values():
+            for enc in self.method.encoders():
                 enc.compile_regions()  # type: ignore[operator]
         self.model = wrap_parallel(cfg, self.method, self.device)
         self.opt = make_optimizer(cfg, self.method, self.device)
@@ -207,7 +212,6 @@ class Trainer:
         self.method.step_grads(step)
         self.opt.step()
         self.method.on_step_end()
-        logs["loss"] = float(dist.all_reduce_mean(torch.tensor(logs["loss"], device=self.device)))
         self._features = torch.cat(feats)
         return {**logs, "lr": lr, "weight_decay": wd}
 
@@ -221,10 +225,13 @@ class Trainer:
                 "optim.warmup_steps or check the data for extreme values, then resume"
             )
 
-    def _monitor(self) -> dict[str, float]:
-        """Feature std and effective rank of the global batch's embeddings."""
+    def _monitor(self, local_loss: float) -> dict[str, float]:
+        """Global-batch loss (mean over ranks), feature std and effective rank of the global
+        batch's embeddings: collectives, so only at logging steps."""
+        loss = dist.all_reduce_mean(torch.tensor(local_loss, device=self.device))
         feats = dist.all_gather_rows(self._features.detach().contiguous())
-        return {"feature_std": feature_std(feats), "effective_rank": effective_rank(feats)}
+        return {"loss": float(loss), "feature_std": feature_std(feats),
+                "effective_rank": effective_rank(feats)}
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Path:
@@ -247,7 +254,7 @@ class Trainer:
         self._check_bad(final=True)
         state = self.save()
         if dist.is_main():
-            encoder = encoder_from_state(self, state["method"])
+            encoder = encoder_from_state(self, state["encoder"])
             save_encoder(encoder, self.out / "encoder", self.card())
             if self.probe is not None:
                 self.probe.run(encoder, self.pos["step"], self.out, self.card(), self.device)
@@ -304,7 +311,7 @@ class Trainer:
         step, run = self.pos["step"], self.cfg.run
         bar.set_postfix(loss=f"{logs['loss']:.3f}", epoch=epoch)
         if step % run.log_every == 0 or step == self.total_steps:
-            mon = self._monitor()
+            mon = self._monitor(logs["loss"])
             elapsed = time.perf_counter() - self._t_start
             done = step - self._step0
             rate = done * self.cfg.data.batch_size / max(elapsed, 1e-9)
@@ -320,11 +327,10 @@ class Trainer:
 
     def _probe(self, step: int) -> None:
         """k-NN probe of the exported encoder (gathered in full; scored on rank 0)."""
-        from biofm.train.state import model_and_optim_state
-
-        method_state = model_and_optim_state(self)[0]
+        method_state = model_state(self)
         if dist.is_main() and self.probe is not None:
-            encoder = encoder_from_state(self, method_state).to(self.device)
+            encoder = encoder_from_state(self, export_state(self, method_state))
+            encoder = encoder.to(self.device)
             self.probe.run(encoder, step, self.out, self.card(), self.device)
         dist.barrier()
 

@@ -53,8 +53,8 @@ class EpochSampler(Sampler[int]):
     def step_indices(self, order: list[int], step: int) -> list[list[int]]:
         """This rank's micro-batches of ``step``: ``accum_steps`` lists of indices."""
         base, b = step * self.global_batch, self.micro_batch
-        return [order[base + (a * self.world_size + self.rank) * b:][:b]
-                for a in range(self.accum_steps)]
+        starts = (base + (a * self.world_size + self.rank) * b for a in range(self.accum_steps))
+        return [order[s:s + b] for s in starts]
 
     def __iter__(self) -> Iterator[int]:
         order = self.order()

@@ -38,6 +38,13 @@ def model_and_optim_state(t: Trainer) -> tuple[dict[str, Any], dict[str, Any]]:
     return get_state_dict(t.method, t.opt, options=_options())
 
 
+def model_state(t: Trainer) -> dict[str, Any]:
+    """Full state dict of the objective alone (a collective under FSDP; rank 0 holds it)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(t.method, options=_options())
+
+
 def export_prefix(method: nn.Module) -> str:
     """The state-dict prefix of the encoder the objective exports (DINO: ``teacher.``)."""
     target = method.export_encoder
@@ -47,12 +54,16 @@ def export_prefix(method: nn.Module) -> str:
     return ""
 
 
-def encoder_from_state(t: Trainer, method_state: dict[str, Any]) -> nn.Module:
-    """A fresh CPU copy of the exported encoder with the weights in ``method_state``."""
+def export_state(t: Trainer, method_state: dict[str, Any]) -> dict[str, Any]:
+    """The exported encoder's entries of the objective's state dict, prefix removed."""
     prefix = export_prefix(t.method)
+    return {k[len(prefix):]: v for k, v in method_state.items() if k.startswith(prefix)}
+
+
+def encoder_from_state(t: Trainer, encoder_state: dict[str, Any]) -> nn.Module:
+    """A fresh CPU copy of the exported encoder with the weights ``encoder_state``."""
     enc = create_model(t.cfg.model.name, **t.cfg.model.kwargs)
-    enc.load_state_dict({k[len(prefix):]: v for k, v in method_state.items()
-                         if k.startswith(prefix)}, strict=True)
+    enc.load_state_dict(encoder_state, strict=True)
     return enc
 
 
@@ -67,10 +78,9 @@ def run_state(t: Trainer) -> dict[str, Any]:
     """Everything needed to resume (every rank must call it)."""
     method, optim = model_and_optim_state(t)
     ranks = dist.all_gather_object(_rank_state(t))
-    prefix = export_prefix(t.method)
     return {
         "method": method, "optimizer": optim, "position": dict(t.pos),
-        "encoder": {k[len(prefix):]: v for k, v in method.items() if k.startswith(prefix)},
+        "encoder": export_state(t, method),
         "world_size": t.world, "global_batch": t.cfg.data.batch_size, "ranks": ranks,
     }
 
