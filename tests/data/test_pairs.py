@@ -12,7 +12,7 @@ import torch
 
 from biofm.core.errors import ConfigError
 from biofm.data import ManifestDataset, MultiCropConfig, MultiCropViews, collate_views
-from biofm.data.pairs import WeakPairDataset, field_bounds
+from biofm.data.pairs import WeakPairDataset
 from biofm.data.synthetic import DEFAULT_EXPERIMENTS, SyntheticScreenConfig, write_screen
 from biofm.io import read_manifest
 
@@ -33,7 +33,7 @@ def _base(manifest: Path | pd.DataFrame, root: Path, **kw: Any) -> ManifestDatas
 def test_partners_share_the_label_and_are_other_fields(screen: Path) -> None:
     ds = WeakPairDataset(_base(screen, screen.parent, crops_per_field=2), "treatment")
     assert len(ds) == 32 and ds.stats()["paired_other_field"] == 32
-    assert field_bounds(ds.base).tolist() == list(range(0, 33, 2))
+    assert ds.base.field_bounds().tolist() == list(range(0, 33, 2))
     for i in range(len(ds)):
         j = ds.partner(i)
         assert j is not None
@@ -103,21 +103,11 @@ def test_unknown_column_is_a_config_error(screen: Path) -> None:
         WeakPairDataset(_base(screen, screen.parent), "compound")
 
 
-class _Counts:
-    """Stand-in dataset with irregular crops per field (as crops_per_field="area" gives)."""
-
-    def __init__(self, counts: list[int]) -> None:
-        self.ends = np.cumsum(counts)
-
-    def __len__(self) -> int:
-        return int(self.ends[-1])
-
-    def locate(self, index: int) -> tuple[int, int]:
-        f = int(np.searchsorted(self.ends, index, side="right"))
-        return f, index - (int(self.ends[f - 1]) if f else 0)
-
-
-def test_field_bounds_with_irregular_crop_counts() -> None:
+def test_field_bounds_with_irregular_crop_counts(tmp_path: Path) -> None:
     counts = [1, 5, 2, 9, 1, 3, 16, 17]
-    got = field_bounds(_Counts(counts))
+    # crops_per_field="area": a 32 x (32 * c) field gives c crops of 32 px
+    df = pd.DataFrame({"id": [f"f{i}" for i in range(len(counts))],
+                       "paths": [str(tmp_path / f"f{i}.tif") for i in range(len(counts))],
+                       "channels": "DNA", "height": 32, "width": [32 * c for c in counts]})
+    got = _base(df, tmp_path, crops_per_field="area").field_bounds()
     assert got.tolist() == [0, *np.cumsum(counts).tolist()]

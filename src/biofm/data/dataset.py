@@ -184,6 +184,10 @@ class ManifestDataset(Dataset[Item]):
         """Change every item's randomness (deterministically) for a new epoch."""
         self._epoch.fill_(int(epoch))
 
+    def field_bounds(self) -> np.ndarray:
+        """(F + 1,) first item index of every field, then ``len(self)``."""
+        return np.concatenate([[0], self._ends]).astype(np.int64)
+
     def locate(self, index: int) -> tuple[int, int]:
         """Item index -> (field index, crop index within the field)."""
         if not 0 <= index < len(self):

@@ -12,9 +12,8 @@ sample.
 
 from __future__ import annotations
 
-import bisect
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -42,31 +41,6 @@ def _label_key(value: Any) -> str | None:
     return text or None
 
 
-class Locatable(Protocol):
-    """A dataset whose items are crops of fields (``ManifestDataset``)."""
-
-    def __len__(self) -> int: ...
-
-    def locate(self, index: int) -> tuple[int, int]: ...
-
-
-def field_bounds(base: Locatable) -> np.ndarray:
-    """(F + 1,) first item index of every field, then ``len(base)``, found with ``locate``
-    (a galloping then binary search per field: O(log crops) calls each)."""
-    n = len(base)
-    bounds = [0]
-    while bounds[-1] < n:
-        start = bounds[-1]
-        f = base.locate(start)[0]
-        lo, hi = start, start + 1  # locate(lo) is in f; hi == n or past the field's end
-        while hi < n and base.locate(hi)[0] == f:
-            lo, hi = hi, min(n, start + 2 * (hi - start))
-        end = bisect.bisect_left(range(lo + 1, hi), True,
-                                 key=lambda i: base.locate(i)[0] != f) + lo + 1
-        bounds.append(end)
-    return np.asarray(bounds, dtype=np.int64)
-
-
 class WeakPairDataset(Dataset[Item]):
     """``base`` items whose second global view and every second local view come from another
     field with the same ``label`` (a manifest column). See the module docstring."""
@@ -79,7 +53,7 @@ class WeakPairDataset(Dataset[Item]):
                               "weak label (e.g. treatment, compound or gene)")
         self.base = base
         self.label = label
-        self.bounds = field_bounds(base)  # (F + 1,)
+        self.bounds = base.field_bounds()  # (F + 1,)
         self.field_keys = [_label_key(r.get(label)) for r in base.rows]
         groups: dict[str, list[int]] = {}
         for f, key in enumerate(self.field_keys):
