@@ -28,12 +28,12 @@ from biofm.idr.http import IDRClient
 from biofm.idr.zarr_store import IDRZarrStore
 from biofm.io.base import FIX_CORRUPT, ZSelect
 from biofm.io.ome_zarr import (
-    _axes_meta,
-    _image_group,
-    _letter,
-    _ome_attrs,
-    _omero_labels,
-    _pixel_size,
+    axis_letter,
+    image_group,
+    level_pixel_size,
+    ome_attrs,
+    omero_labels,
+    read_axes,
 )
 
 ChannelSelect = Sequence[int | str] | None
@@ -217,17 +217,17 @@ def open_remote_image(client: IDRClient, path: str, cache: ChunkCache | None = N
     """Open the NGFF image group at ``path`` (or image ``0`` of a bioformats2raw container)."""
     store = IDRZarrStore(client, path, cache)
     where = store.url("")
-    group, ome, version = _image_group(_open_group(store), where)
+    group, ome, version = image_group(_open_group(store), where)
     ms = ome["multiscales"][0]
     datasets = list(ms.get("datasets") or [])
     array = group[datasets[0]["path"]]
-    axes_meta = _axes_meta(ms, version, len(array.shape), where)
-    axes = "".join(_letter(a) for a in axes_meta)
+    axes_meta = read_axes(ms, version, len(array.shape), where)
+    axes = "".join(axis_letter(a) for a in axes_meta)
     n_c = int(array.shape[axes.index("C")]) if "C" in axes else 1
     return RemoteImage(
         url=where, axes=axes, shape=tuple(int(n) for n in array.shape),
-        dtype=np.dtype(array.dtype), channels=_omero_labels(ome, n_c, where),
-        pixel_size_um=_pixel_size(ms, datasets[0], axes_meta), ngff_version=version,
+        dtype=np.dtype(array.dtype), channels=omero_labels(ome, n_c, where),
+        pixel_size_um=level_pixel_size(ms, datasets[0], axes_meta), ngff_version=version,
         store=store, group=group, datasets=datasets, _arrays={0: array},
     )  # fmt: skip
 
@@ -249,7 +249,7 @@ class RemotePlate:
 
     def well_fields(self, well: str) -> list[str]:
         """Field (image) paths of ``well`` relative to it, from the well's ``images``."""
-        ome, _ = _ome_attrs(dict(self.group[well].attrs))
+        ome, _ = ome_attrs(dict(self.group[well].attrs))
         return [str(im["path"]) for im in (ome.get("well") or {}).get("images", [])]
 
     def fields(self) -> list[tuple[str, str]]:
@@ -265,7 +265,7 @@ def open_remote_plate(client: IDRClient, path: str, cache: ChunkCache | None = N
     """Open the HCS plate group at ``path`` (NGFF 0.4 or 0.5)."""
     store = IDRZarrStore(client, path, cache)
     group = _open_group(store)
-    ome, _ = _ome_attrs(dict(group.attrs))
+    ome, _ = ome_attrs(dict(group.attrs))
     if not isinstance(ome.get("plate"), dict):
         raise BadSampleError(
             "no 'plate' metadata: not an HCS plate", "open images with open_remote_image",

@@ -36,7 +36,7 @@ def read_ome_zarr(
 ) -> ImageData:
     """Read one resolution level of a local OME-Zarr image as (C, H, W)."""
     where = str(path)
-    group, ome, version = _image_group(_open_group(Path(path), where), where)
+    group, ome, version = image_group(_open_group(Path(path), where), where)
     ms = ome["multiscales"][0]
     datasets = ms.get("datasets") or []
     if not 0 <= level < len(datasets):
@@ -47,8 +47,8 @@ def read_ome_zarr(
         )
     try:
         array = group[datasets[level]["path"]]
-        axes_meta = _axes_meta(ms, version, len(array.shape), where)
-        letters = "".join(_letter(a) for a in axes_meta)
+        axes_meta = read_axes(ms, version, len(array.shape), where)
+        letters = "".join(axis_letter(a) for a in axes_meta)
         pixels = to_cyx(array, letters, z=z, t=t, where=where)
     except (BiofmError, MemoryError):
         raise
@@ -56,18 +56,18 @@ def read_ome_zarr(
         raise BadSampleError(
             f"cannot read the OME-Zarr array ({type(err).__name__}: {err})", FIX_CORRUPT, where
         ) from err
-    names = _omero_labels(ome, pixels.shape[0], where)
-    pixel_size = _pixel_size(ms, datasets[level], axes_meta)
+    names = omero_labels(ome, pixels.shape[0], where)
+    pixel_size = level_pixel_size(ms, datasets[level], axes_meta)
     meta = {"format": "ome-zarr", "path": where, "ngff_version": version, "axes": letters}
     return ImageData(np.ascontiguousarray(pixels), names, pixel_size, meta)
 
 
-def _image_group(group: Any, where: str) -> tuple[Any, dict[str, Any], str]:
+def image_group(group: Any, where: str) -> tuple[Any, dict[str, Any], str]:
     """The image group, its NGFF metadata and version; refuses plates and non-images."""
-    ome, version = _ome_attrs(dict(group.attrs))
+    ome, version = ome_attrs(dict(group.attrs))
     if "multiscales" not in ome and "bioformats2raw.layout" in ome:
         group = group["0"]  # bioformats2raw: image 0 of the container
-        ome, version = _ome_attrs(dict(group.attrs))
+        ome, version = ome_attrs(dict(group.attrs))
     if "plate" in ome or "well" in ome:
         raise UnsupportedFormatError(
             "this OME-Zarr is an HCS plate/well, not one image",
@@ -94,7 +94,7 @@ def _open_group(path: Path, where: str) -> Any:
         ) from err
 
 
-def _ome_attrs(attrs: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def ome_attrs(attrs: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """NGFF metadata and its version: 0.5 nests it under ``ome``, 0.4 keeps it at the top."""
     if isinstance(attrs.get("ome"), dict):
         ome = attrs["ome"]
@@ -106,7 +106,7 @@ def _ome_attrs(attrs: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return attrs, version
 
 
-def _axes_meta(ms: dict[str, Any], version: str, ndim: int, where: str) -> list[dict[str, Any]]:
+def read_axes(ms: dict[str, Any], version: str, ndim: int, where: str) -> list[dict[str, Any]]:
     axes = ms.get("axes")
     if axes is None and version in ("0.1", "0.2") and ndim == 5:
         axes = list("tczyx")  # fixed by the 0.1/0.2 specification
@@ -119,14 +119,14 @@ def _axes_meta(ms: dict[str, Any], version: str, ndim: int, where: str) -> list[
     return [{"name": a} if isinstance(a, str) else dict(a) for a in axes]
 
 
-def _letter(axis: dict[str, Any]) -> str:
+def axis_letter(axis: dict[str, Any]) -> str:
     name = str(axis.get("name", "")).lower()
     if name in ("t", "c", "z", "y", "x"):
         return name.upper()
     return _AXIS_TYPES.get(str(axis.get("type", "")).lower(), "Q")
 
 
-def _omero_labels(ome: dict[str, Any], num_channels: int, where: str) -> list[str] | None:
+def omero_labels(ome: dict[str, Any], num_channels: int, where: str) -> list[str] | None:
     channels = (ome.get("omero") or {}).get("channels") or []
     labels = [str(ch.get("label") or "") for ch in channels if isinstance(ch, dict)]
     if not any(labels):
@@ -148,7 +148,7 @@ def _scale(transforms: list[dict[str, Any]] | None, ndim: int) -> np.ndarray:
     return scale
 
 
-def _pixel_size(
+def level_pixel_size(
     ms: dict[str, Any], dataset: dict[str, Any], axes: list[dict[str, Any]]
 ) -> float | None:
     names = [str(a.get("name", "")).lower() for a in axes]
