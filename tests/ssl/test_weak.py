@@ -33,12 +33,12 @@ def test_missing_column_names_it() -> None:
     with pytest.raises(ConfigError, match=r"'compound'.*plate"):
         label_codes([{"plate": "p1"}], "compound")
     cols = ["id", "plate", "treatment"]
-    check_weak_columns(cols, WeakConfig(), "supcon")
-    with pytest.raises(ConfigError, match=r"supcon\.label='gene'.*treatment"):
-        check_weak_columns(cols, WeakConfig(label="gene"), "supcon")
+    check_weak_columns(cols, WeakConfig())
+    with pytest.raises(ConfigError, match=r"weak\.label='gene'.*treatment"):
+        check_weak_columns(cols, WeakConfig(label="gene"))
     with pytest.raises(ConfigError, match="same_plate_negatives=false"):
-        check_weak_columns(["treatment"], WeakConfig(), "supcon")
-    check_weak_columns(["treatment"], WeakConfig(same_plate_negatives=False), "supcon")
+        check_weak_columns(["treatment"], WeakConfig())
+    check_weak_columns(["treatment"], WeakConfig(same_plate_negatives=False))
 
 
 def test_same_plate_negatives_ignore_how_far_apart_plates_are() -> None:

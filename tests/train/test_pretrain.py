@@ -172,7 +172,7 @@ def test_every_objective_trains_logs_and_exports(screen: Path, tmp_path: Path,
 
 
 def test_weak_objective_without_label_column_names_it(screen: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="compound"):
+    with pytest.raises(ConfigError, match=r"weak\.label=.compound"):
         Trainer(_cfg(screen, tmp_path / "run", "objective=supcon", "weak.label=compound"))
 
 

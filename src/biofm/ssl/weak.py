@@ -92,10 +92,11 @@ def label_codes(meta: list[dict[str, Any]], column: str) -> torch.Tensor:
     return torch.tensor(codes, dtype=torch.long)
 
 
-def check_weak_columns(df_columns: Iterable[str], cfg: WeakConfig, objective: str) -> None:
+def check_weak_columns(df_columns: Iterable[str], cfg: WeakConfig,
+                       section: str = "weak") -> None:
     """Fail early when the manifest lacks a column the weak objective needs.
 
-    ``objective`` is the config section (e.g. "supcon") used to name the key to change.
+    ``section`` is the config section holding ``cfg`` (``weak``), used to name the key.
     """
     columns = sorted(str(c) for c in df_columns)
     needed = [("label", cfg.label)]
@@ -103,11 +104,11 @@ def check_weak_columns(df_columns: Iterable[str], cfg: WeakConfig, objective: st
         needed.append(("plate", cfg.plate))
     for key, column in needed:
         if column not in columns:
-            extra = (f", or set {objective}.same_plate_negatives=false"
+            extra = (f", or set {section}.same_plate_negatives=false"
                      if key == "plate" else "")
             raise ConfigError(
-                f"{objective}.{key}={column!r} is not a manifest column (columns: {columns})",
-                f"set {objective}.{key} to one of the columns{extra}")
+                f"{section}.{key}={column!r} is not a manifest column (columns: {columns})",
+                f"set {section}.{key} to one of the columns{extra}")
 
 
 class SupCon(ContrastiveObjective):

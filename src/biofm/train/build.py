@@ -75,7 +75,7 @@ def build_dataset(cfg: PretrainConfig) -> ManifestDataset | WeakPairDataset:
     root = Path(d.manifest).parent
     df = read_manifest(d.manifest)
     if cfg.objective in ("wsdino", "supcon"):
-        check_weak_columns(list(df.columns), cfg.weak, cfg.objective)
+        check_weak_columns(list(df.columns), cfg.weak)
     if per_field == "area" and not {"height", "width"} <= set(df.columns):
         log.info("measuring %d fields for crops_per_field=area", len(df))
         df = add_image_sizes(df, IoLoader(root))
