@@ -207,3 +207,14 @@ def test_compiled_blocks_give_the_same_losses(screen: Path, tmp_path: Path) -> N
     a = pd.read_csv(eager / "log.csv")["loss"].to_numpy()
     b = pd.read_csv(compiled / "log.csv")["loss"].to_numpy()
     assert abs(a - b).max() < 1e-3
+
+
+def test_wsdino_needs_no_plate_column(screen: Path, tmp_path: Path) -> None:
+    df = pd.read_csv(screen).drop(columns=["plate"])
+    df["paths"] = [str(screen.parent / p) for p in df["paths"]]
+    manifest = tmp_path / "no_plate.csv"
+    df.to_csv(manifest, index=False)
+    trainer = Trainer(_cfg(manifest, tmp_path / "run", "objective=wsdino"))
+    assert len(trainer.dataset) == len(df)
+    with pytest.raises(ConfigError, match=r"weak\.plate"):
+        Trainer(_cfg(manifest, tmp_path / "run2", "objective=supcon"))

@@ -75,7 +75,9 @@ def build_dataset(cfg: PretrainConfig) -> ManifestDataset | WeakPairDataset:
     root = Path(d.manifest).parent
     df = read_manifest(d.manifest)
     if cfg.objective in ("wsdino", "supcon"):
-        check_weak_columns(list(df.columns), cfg.weak)
+        needs_plate = cfg.objective == "supcon"  # WS-DINO pairs by label only
+        check_weak_columns(list(df.columns), dataclasses.replace(
+            cfg.weak, same_plate_negatives=cfg.weak.same_plate_negatives and needs_plate))
     if per_field == "area" and not {"height", "width"} <= set(df.columns):
         log.info("measuring %d fields for crops_per_field=area", len(df))
         df = add_image_sizes(df, IoLoader(root))
