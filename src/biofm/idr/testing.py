@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,10 +41,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from biofm.idr._standin_data import builtin_img_data, builtin_table, page_of, screen_item
+from biofm.idr._standin_study import StandInStudy, build_study
 
 _MAINTENANCE = b"<!DOCTYPE html><html><head><title>IDR maintenance</title></head><body><h1>The IDR is undergoing maintenance</h1></body></html>"  # noqa: E501
 _TABLE = "/webgateway/table/Screen.plateLinks.child.wells/"
 FILES_PREFIX = "/zarr/"
+Route = Callable[["StandInIDR", str, dict[str, str]], "tuple[int, Any] | None"]
+"""An extra answer: (stand-in, path, one value per query key) -> (status, body) or None."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,9 @@ class StandInIDR:
         self.latency_s = latency_s
         self.files_root = Path(files_root).resolve() if files_root is not None else None
         self.faults = FaultScript()
+        self.studies: list[StandInStudy] = []
+        self.routes: list[Route] = []
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.max_in_flight = 0
@@ -157,6 +164,24 @@ class StandInIDR:
                 return 200, file.read_bytes()
         return 404, {"message": f"404 Not Found: {FILES_PREFIX}{rel}"}
 
+    def add_study(self, study: str = "idr0036", **kw: Any) -> StandInStudy:
+        """Serve ``plates`` x ``wells`` x ``fields`` fields of a catalogue study (see
+        `biofm.idr._standin_study.build_study` for the keywords): its screen, plates, wells,
+        images, annotations, and OME-Zarr pixels under ``/zarr/v0.4/<container>/<id>.zarr``
+        (written into ``files_root``, a temporary folder when none was given)."""
+        if self.files_root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="biofm-standin-")
+            self.files_root = Path(self._tmp.name).resolve()
+        built = build_study(study, self.files_root, **kw)
+        self.studies.append(built)
+        return built
+
+    @property
+    def zarr_base(self) -> str:
+        """Base URL of the served OME-Zarr images (IDR's is
+        ``https://uk1s3.embassy.ebi.ac.uk/idr/zarr/v0.4``)."""
+        return f"{self.url}{FILES_PREFIX}v0.4"
+
     @property
     def url(self) -> str:
         if self._server is None:
@@ -175,6 +200,9 @@ class StandInIDR:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> StandInIDR:
         return self.start()
@@ -193,7 +221,12 @@ class StandInIDR:
             return 200, b"<!DOCTYPE html><html><body>IDR webclient</body></html>"
         if path == "/api/v0/m/screens/":
             items = [screen_item(i + 1, n, self.url) for i, n in enumerate(self.screen_names)]
+            items += [s.screen_json(self.url) for s in self.studies]
             return 200, page_of(items, one)
+        for extra in [route_study, *self.routes]:
+            answer = extra(self, path, one)
+            if answer is not None:
+                return answer
         if m := re.fullmatch(r"/(?:webgateway|webclient)/imgData/(\d+)/", path):
             found = self.images.get(int(m.group(1)))
             return (200, found) if found else (404, {"message": f"Image {m.group(1)} not found"})
@@ -206,6 +239,66 @@ class StandInIDR:
         ) in self.tables:
             return 200, self.tables[int(m.group(1))]
         return 404, {"message": f"404 Not Found: {path}"}
+
+
+def _find(idr: StandInIDR, kind: str, oid: int) -> tuple[StandInStudy, Any] | None:
+    """(study, object) of ``kind`` in {screen, plate, well, image} with id ``oid``."""
+    for s in idr.studies:
+        found: Any = {"screen": s if s.screen_id == oid else None,
+                      "plate": next((p for p in s.plates if p.id == oid), None),
+                      "well": s.wells.get(oid), "image": s.images.get(oid)}[kind]
+        if found is not None:
+            return s, found
+    return None
+
+
+def _not_found(kind: str, oid: str) -> tuple[int, Any]:
+    return 404, {"message": f"{kind} {oid} not found"}
+
+
+def route_study(idr: StandInIDR, path: str, one: dict[str, str]) -> tuple[int, Any] | None:
+    """Answers for the objects of added studies; None when ``path`` is not one of theirs."""
+    base = idr.url
+    api = re.fullmatch(r"/api/v0/m/(screens|plates|wells|images)/(\d+)/(.*)", path)
+    if api is not None:
+        kind, oid, rest = api.group(1)[:-1], int(api.group(2)), api.group(3)
+        hit = _find(idr, kind, oid)
+        if hit is None:
+            return None if kind == "screen" and not rest else _not_found(kind, str(oid))
+        s, obj = hit
+        if kind == "screen" and rest == "":
+            return 200, {"data": s.screen_json(base)}
+        if kind == "screen" and rest == "plates/":
+            return 200, page_of([s.plate_json(p, base) for p in s.plates], one)
+        if kind == "plate" and rest == "":
+            n = max((len(w.images) for w in obj.wells), default=1)
+            urls = [f"{base}/api/v0/m/plates/{oid}/wellsampleindex/{k}/wells/" for k in range(n)]
+            data = {**s.plate_json(obj, base), "omero:wellsampleIndex": [0, n - 1],
+                    "url:wellsampleindex_wells": urls}
+            return 200, {"data": data}
+        if kind == "plate" and (m := re.fullmatch(r"wellsampleindex/(\d+)/wells/", rest)):
+            k = int(m.group(1))
+            wells = [s.well_json(w, base, [k]) for w in obj.wells if len(w.images) > k]
+            return 200, page_of(wells, one)
+        if kind == "plate" and rest == "wells/":
+            return 200, page_of([s.well_json(w, base, None) for w in obj.wells], one)
+        if kind == "well" and rest == "":
+            return 200, {"data": s.well_json(obj, base, None)}
+        if kind == "image" and rest == "":
+            return 200, {"data": s.image_json(obj, base, channels=True)}
+        return _not_found("path", path)
+    if m := re.fullmatch(r"/(?:webgateway|webclient)/imgData/(\d+)/", path):
+        hit = _find(idr, "image", int(m.group(1)))
+        return (200, hit[0].img_data(hit[1])) if hit is not None else None
+    if m := re.fullmatch(re.escape(_TABLE) + r"(\d+)/query/", path):
+        hit = _find(idr, "well", int(m.group(1)))
+        return (200, hit[0].table(hit[1])) if hit is not None else None
+    if path == "/webclient/api/plates/" and (hit := _find(idr, "screen", int(one.get("id", -1)))):
+        page, size = int(one.get("page", 1)), int(one.get("limit", 500))
+        plates = [{"id": p.id, "name": p.name, "ownerId": 2, "childCount": 1, "permsCss": ""}
+                  for p in hit[0].plates][(page - 1) * size : page * size]
+        return 200, {"plates": plates}
+    return None
 
 
 def _make_handler(idr: StandInIDR) -> type[BaseHTTPRequestHandler]:
