@@ -80,9 +80,19 @@ def format_show(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _live_catalog(url: str) -> Catalog:
+    """Screens read from the live API at ``url`` (several requests per screen)."""
+    from biofm.idr.http import IDRClient
+    from biofm.idr.live import live_catalog
+
+    with IDRClient(url) as client:
+        return live_catalog(client)
+
+
 def run_studies(args: argparse.Namespace) -> int:
     """List IDR containers (screens/experiments), filtered."""
-    cat = load_catalog(args.catalog).filter(
+    cat = _live_catalog(args.live) if args.live else load_catalog(args.catalog)
+    cat = cat.filter(
         study=args.study, sample_type=args.sample_type, imaging_method=args.imaging_method,
         organism=args.organism, min_channels=args.min_channels, max_channels=args.max_channels,
         min_images=args.min_images, max_size_tb=args.max_size_tb, kind=args.kind)
@@ -105,6 +115,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     studies = sub.add_parser("studies", help="list and filter IDR screens/experiments",
                              description=run_studies.__doc__)
     studies.add_argument("--catalog", help=_CATALOG_HELP)
+    studies.add_argument("--live", metavar="URL",
+                         help="read the screens from a live IDR server instead, e.g. "
+                              "https://idr.openmicroscopy.org (slower; --catalog is ignored)")
     studies.add_argument("--study", help="study name contains this text")
     studies.add_argument("--sample-type", help="e.g. cell or tissue (substring, any case)")
     studies.add_argument("--imaging-method", help="e.g. 'confocal' (substring, any case)")

@@ -29,7 +29,6 @@ from biofm.core.errors import BadInputError
 from biofm.idr._standin_data import OME, write_test_image
 
 
-
 def find_shared() -> Path | None:
     """The read-only ``shared/`` folder beside the project (from the working directory or the
     source tree), or None."""
@@ -38,10 +37,13 @@ def find_shared() -> Path | None:
             return candidate
     return None
 
+
 _BUILTIN_CHANNELS = ["ERSyto", "ERSytoBleed", "Hoechst", "Mito", "Ph_golgi"]
-_BUILTIN_STAINS = ("Hoechst 33342:nucleus;concanavalin A AlexaFluor488:endoplasmic reticulum;"
-                   "SYTO 14:nucleoli;WGA AlexaFluor594:Golgi and plasma membrane;"
-                   "MitoTracker Deep Red:mitochondria")
+_BUILTIN_STAINS = (
+    "Hoechst 33342:nucleus;concanavalin A AlexaFluor488:endoplasmic reticulum;"
+    "SYTO 14:nucleoli;WGA AlexaFluor594:Golgi and plasma membrane;"
+    "MitoTracker Deep Red:mitochondria"
+)
 _BUILTIN_COMPOUNDS = ["DMSO", "NIFLUMIC ACID", "Vitexin", "DMSO", "colchicine", "DMSO"]
 
 
@@ -115,7 +117,8 @@ class StandInStudy:
                 "ColumnNamingConvention": "number", "ExternalIdentifier": plate.name,
                 "url:plate": f"{base}/api/v0/m/plates/{pid}/",
                 "url:wells": f"{base}/api/v0/m/plates/{pid}/wells/",
-                "url:plateacquisitions": f"{base}/api/v0/m/plates/{pid}/plateacquisitions/"}  # fmt: skip
+                "url:plateacquisitions": f"{base}/api/v0/m/plates/{pid}/plateacquisitions/",
+                }  # fmt: skip
 
     def image_json(self, image: StudyImage, base: str, channels: bool = False) -> dict[str, Any]:
         c, y, x = image.shape
@@ -123,7 +126,8 @@ class StandInStudy:
         pixels: dict[str, Any] = {
             "@id": image.id, "@type": OME + "Pixels", "SizeX": x, "SizeY": y, "SizeZ": 1,
             "SizeC": c, "SizeT": 1, "PhysicalSizeX": size, "PhysicalSizeY": dict(size),
-            "Type": {"@type": "TBD#PixelsType", "value": "uint16"}, "SignificantBits": 16}  # fmt: skip
+            "Type": {"@type": "TBD#PixelsType", "value": "uint16"}, "SignificantBits": 16,
+        }  # fmt: skip
         if channels:
             pixels["Channels"] = [{"@id": image.id * 10 + i, "@type": OME + "Channel",
                                    "Name": n, "SamplesPerPixel": 1}
@@ -141,7 +145,8 @@ class StandInStudy:
                             "Image": {"@id": iid, "@type": OME + "Image", "Name": img.name,
                                       "url:image": f"{base}/api/v0/m/images/{iid}/"}})  # fmt: skip
         return {"@id": well.id, "@type": OME + "Well", "Row": well.row, "Column": well.column,
-                "url:well": f"{base}/api/v0/m/wells/{well.id}/", "WellSamples": samples}  # fmt: skip
+                "url:well": f"{base}/api/v0/m/wells/{well.id}/", "WellSamples": samples,
+                }  # fmt: skip
 
     def img_data(self, image: StudyImage) -> dict[str, Any]:
         """``/webgateway/imgData/{id}/`` of a field (shape of IDR's recorded answer)."""
@@ -190,19 +195,30 @@ def _study_dirs(study: str, shared: Path | None) -> tuple[str, int, str, Path | 
                     full = name.split("/")[0]
                     meta = shared / "idr" / "metadata" / full
                     return full, int(row["id"]), name, meta if meta.is_dir() else None
-        raise BadInputError(f"no IDR screen named {study!r} in the catalogue",
-                            "use a screen study id such as idr0036 (see 'biofm idr studies')")
+        raise BadInputError(
+            f"no IDR screen named {study!r} in the catalogue",
+            "use a screen study id such as idr0036 (see 'biofm idr studies')",
+        )
     if not "idr0036-gustafsdottir-cellpainting".startswith(study):
-        raise BadInputError(f"study {study!r} needs the IDR catalogue (../shared/idr)",
-                            "use idr0036, which has a built-in stand-in")
-    return ("idr0036-gustafsdottir-cellpainting", 1952,
-            "idr0036-gustafsdottir-cellpainting/screenA", None)
+        raise BadInputError(
+            f"study {study!r} needs the IDR catalogue (../shared/idr)",
+            "use idr0036, which has a built-in stand-in",
+        )
+    return (
+        "idr0036-gustafsdottir-cellpainting",
+        1952,
+        "idr0036-gustafsdottir-cellpainting/screenA",
+        None,
+    )
 
 
 def _annotation_rows(meta: Path | None) -> list[dict[str, str]]:
     """One dict per well from the study's curated annotation (library) file."""
-    files = sorted(meta.glob("screen*/*-library.txt")) + sorted(
-        meta.glob("screen*/*-annotation.csv")) if meta is not None else []
+    files = (
+        sorted(meta.glob("screen*/*-library.txt")) + sorted(meta.glob("screen*/*-annotation.csv"))
+        if meta is not None
+        else []
+    )
     if not files:
         return [{"Plate": f"plate{p}", "Well": f"{'ABCDEFGH'[w // 12]}{w % 12 + 1}",
                  "Compound Name": _BUILTIN_COMPOUNDS[w % len(_BUILTIN_COMPOUNDS)],
@@ -211,8 +227,10 @@ def _annotation_rows(meta: Path | None) -> list[dict[str, str]]:
     path = files[0]
     delimiter = "\t" if path.suffix == ".txt" else ","
     with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        return [{k: (v or "") for k, v in row.items() if k} for row in
-                csv.DictReader(fh, delimiter=delimiter)]
+        return [
+            {k: (v or "") for k, v in row.items() if k}
+            for row in csv.DictReader(fh, delimiter=delimiter)
+        ]
 
 
 def _channel_names(meta: Path | None, rows: list[dict[str, str]]) -> list[str]:
@@ -248,8 +266,10 @@ class _Pixels:
 
             stack = {p.stem: tifffile.imread(p) for p in sorted(folder.glob("*.tif"))}
             names = sorted(stack)
-            picked = [stack[c] if c in stack else stack[names[i % len(names)]]
-                      for i, c in enumerate(channels)]
+            picked = [
+                stack[c] if c in stack else stack[names[i % len(names)]]
+                for i, c in enumerate(channels)
+            ]
             self.site = np.stack(picked).astype(np.uint16)
         self.n_channels = len(channels)
 
@@ -263,7 +283,7 @@ class _Pixels:
             _, h, w = self.site.shape
             s = min(size, h, w)
             y0, x0 = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-            crop = self.site[:, y0:y0 + s, x0:x0 + s]
+            crop = self.site[:, y0 : y0 + s, x0 : x0 + s]
             return np.ascontiguousarray(crop[:, ::-1] if seed % 2 else crop)
         yy, xx = np.mgrid[0:size, 0:size]
         out = rng.normal(300, 20, (self.n_channels, size, size))
@@ -288,8 +308,16 @@ def build_study(
     pixels = _Pixels(shared, channels)
     info = [("Study Title", name), ("Sample Type", "cell"), ("Organism", "Homo sapiens"),
             ("Imaging Method", "fluorescence microscopy")]  # fmt: skip
-    out = StandInStudy(name, screen_id, screen_name, f"{screen_name} (stand-in)", info,
-                       channels, [], pixel_source=pixels.source)
+    out = StandInStudy(
+        name,
+        screen_id,
+        screen_name,
+        f"{screen_name} (stand-in)",
+        info,
+        channels,
+        [],
+        pixel_source=pixels.source,
+    )
     by_plate: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         by_plate.setdefault(row["Plate"], []).append(row)
@@ -304,13 +332,21 @@ def build_study(
             out.wells[well.id] = well
             for f in range(fields):
                 iid = base + 50_000 + len(out.images)
-                img = StudyImage(iid, f"{plate_name} [Well {well.name}, Field {f + 1}]", well.id,
-                                 plate.id, f, f"v0.4/{out.container}/{iid}.zarr",
-                                 (len(channels), size, size), channels)
+                img = StudyImage(
+                    iid,
+                    f"{plate_name} [Well {well.name}, Field {f + 1}]",
+                    well.id,
+                    plate.id,
+                    f,
+                    f"v0.4/{out.container}/{iid}.zarr",
+                    (len(channels), size, size),
+                    channels,
+                )
                 field_pixels = pixels.field(iid, size)
-                img.shape = (len(channels), *field_pixels.shape[1:])  # type: ignore[assignment]
-                write_test_image(Path(root) / img.zarr, field_pixels, "cyx", channels,
-                                 (1, chunk, chunk))
+                img.shape = (len(channels), *field_pixels.shape[1:])
+                write_test_image(
+                    Path(root) / img.zarr, field_pixels, "cyx", channels, (1, chunk, chunk)
+                )
                 well.images.append(iid)
                 out.images[iid] = img
     return out

@@ -11,6 +11,10 @@ folder of ``*.json`` recordings is given, else from small built-in examples of t
 - ``/webclient/`` (sets cookie ``sessionid_idr``), paths in ``blobs`` (raw bytes); else 404
 - ``/zarr/<relative path>``: the bytes of that file under ``files_root`` when given (static
   files, e.g. an OME-Zarr store written by ``biofm.idr._standin_data``), else 404
+- for studies added with ``add_study`` (see `biofm.idr._standin_extra`):
+  ``/webclient/api/annotations/?type=map&screen|plate|well|image=ID`` (map annotations),
+  ``/mapr/api/{menu}/[plates/|images/]?value=V`` (mapr look-ups) and
+  ``/webgateway/render_image_region/{iid}/{z}/{t}/?region=x,y,w,h&c&m&q`` (JPEG, image/jpeg)
 
 Faults are scripted per path prefix and consumed in order; ``latency_s`` delays every request.
 ``hits``, ``max_in_flight`` and ``requests`` (path + headers) let tests check client behaviour::
@@ -41,6 +45,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from biofm.idr._standin_data import builtin_img_data, builtin_table, page_of, screen_item
+from biofm.idr._standin_extra import route_extra
 from biofm.idr._standin_study import StandInStudy, build_study
 
 _MAINTENANCE = b"<!DOCTYPE html><html><head><title>IDR maintenance</title></head><body><h1>The IDR is undergoing maintenance</h1></body></html>"  # noqa: E501
@@ -223,7 +228,7 @@ class StandInIDR:
             items = [screen_item(i + 1, n, self.url) for i, n in enumerate(self.screen_names)]
             items += [s.screen_json(self.url) for s in self.studies]
             return 200, page_of(items, one)
-        for extra in [route_study, *self.routes]:
+        for extra in [route_study, route_extra, *self.routes]:
             answer = extra(self, path, one)
             if answer is not None:
                 return answer
@@ -341,6 +346,8 @@ def _make_handler(idr: StandInIDR) -> type[BaseHTTPRequestHandler]:
             if isinstance(body, bytes) and ctype == "application/json":
                 raw = path.startswith(FILES_PREFIX) or not body.startswith(b"<")
                 ctype = "application/octet-stream" if raw else "text/html"
+                if not path.startswith(FILES_PREFIX) and body.startswith(b"\xff\xd8\xff"):
+                    ctype = "image/jpeg"
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             cut = fault is not None and fault.kind == "truncate"
             self._send(code, data, ctype, headers, cut)

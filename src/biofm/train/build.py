@@ -51,7 +51,7 @@ def check_config(cfg: PretrainConfig) -> None:
                           "set data.views.n_global=2")
 
 
-def _views(cfg: PretrainConfig) -> MultiCropViews:
+def build_views(cfg: PretrainConfig) -> MultiCropViews:
     """The objective's views: local views only for the objectives that use them."""
     v = cfg.data.views
     if cfg.objective not in ("dino", "wsdino") and v.n_local:
@@ -82,7 +82,7 @@ def build_dataset(cfg: PretrainConfig) -> ManifestDataset | WeakPairDataset:
         log.info("measuring %d fields for crops_per_field=area", len(df))
         df = add_image_sizes(df, IoLoader(root))
     base = ManifestDataset(
-        df, _views(cfg), crop_size=d.crop_size, root=root,
+        df, build_views(cfg), crop_size=d.crop_size, root=root,
         crops_per_field=per_field,  # type: ignore[arg-type]
         cache_size=d.cache_fields, seed=cfg.run.seed, resize_small=d.resize_small,
         normalize=d.normalize,

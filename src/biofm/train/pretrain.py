@@ -19,19 +19,17 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from biofm.core import dist
 from biofm.core.errors import BadInputError, BiofmError
 from biofm.data.badsamples import BadSampleCounter, check_bad_fraction
-from biofm.data.collate import ViewBatch, collate_views
+from biofm.data.collate import ViewBatch
 from biofm.models.io import save_encoder
 from biofm.ssl.dino import cosine_schedule
 from biofm.ssl.monitor import effective_rank, feature_std
 from biofm.train import checkpoint as ckpt
 from biofm.train.build import (
-    build_dataset,
     build_objective,
     check_config,
     make_optimizer,
@@ -41,8 +39,8 @@ from biofm.train.build import (
 from biofm.train.config import PretrainConfig
 from biofm.train.logger import RunLogger, SampleTrace
 from biofm.train.probe import Probe
-from biofm.train.sampler import EpochSampler
 from biofm.train.schedules import warmup_cosine
+from biofm.train.source import build_source
 from biofm.train.state import (
     encoder_from_state,
     export_state,
@@ -84,17 +82,15 @@ class Trainer:
             torch.set_num_threads(cfg.run.threads)
         torch.manual_seed(cfg.run.seed)
         self.device = pick_device(cfg.run.device)
-        self.dataset = build_dataset(cfg)
-        self.sampler = EpochSampler(len(self.dataset), cfg.data.batch_size, seed=cfg.run.seed,
-                                    rank=self.rank, world_size=self.world,
-                                    accum_steps=cfg.optim.accum_steps)
-        if self.sampler.steps_per_epoch < 1:
+        self.source = build_source(cfg, self.out)
+        self.dataset = self.source.dataset
+        if self.source.steps_per_epoch < 1:
             raise BadInputError(
-                f"the dataset has {len(self.dataset)} crops, fewer than one batch of "
-                f"{cfg.data.batch_size}",
+                f"the data has {self.source.n_items} crops, fewer than one batch of "
+                f"{cfg.data.batch_size} on every process",
                 "lower data.batch_size or use more images / crops_per_field",
             )
-        self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.steps_per_epoch = self.source.steps_per_epoch
         total = cfg.optim.epochs * self.steps_per_epoch
         self.total_steps = min(total, cfg.optim.max_steps) if cfg.optim.max_steps > 0 else total
         self.method = build_objective(cfg, self.total_steps).to(self.device)
@@ -108,24 +104,10 @@ class Trainer:
         self.logger: RunLogger | None = None
         self.trace: SampleTrace | None = None
         self.probe = Probe.from_config(cfg.run)
-        self._dl: DataLoader[Any] | None = None
         self._t_start = 0.0
         self._bad_total = 0
 
     # ------------------------------------------------------------------ setup
-    def _loader(self) -> DataLoader[Any]:
-        """One loader for the run, so persistent workers survive across epochs; the sampler
-        and the dataset's shared epoch counter carry the per-epoch state."""
-        if self._dl is None:
-            n = self.cfg.data.num_workers
-            self._dl = DataLoader(
-                self.dataset, batch_size=self.sampler.micro_batch, sampler=self.sampler,
-                collate_fn=collate_views,
-                num_workers=n, drop_last=True, persistent_workers=n > 0,
-                pin_memory=self.device.type == "cuda", prefetch_factor=4 if n > 0 else None,
-            )
-        return self._dl
-
     def _write_run_info(self) -> None:
         if not dist.is_main():
             return
@@ -133,9 +115,9 @@ class Trainer:
         (self.out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         (self.out / "run.yaml").write_text(yaml.safe_dump({
             "git_sha": git_sha(), "total_steps": self.total_steps,
-            "steps_per_epoch": self.steps_per_epoch, "dataset_items": len(self.dataset),
+            "steps_per_epoch": self.steps_per_epoch, "dataset_items": self.source.n_items,
             "device": str(self.device), "world_size": self.world,
-            "micro_batch": self.sampler.micro_batch, "torch": str(torch.__version__),
+            "micro_batch": self.source.micro_batch, "torch": str(torch.__version__),
         }))
 
     def resume(self) -> bool:
@@ -262,13 +244,18 @@ class Trainer:
         return self.out
 
     def _micro_batches(self) -> Iterator[list[ViewBatch]]:
-        """Group the loader's micro-batches into steps (``accum_steps`` each)."""
+        """Group the source's micro-batches into steps (``accum_steps`` each) until the
+        epoch's last step."""
         group: list[ViewBatch] = []
-        for batch in self._loader():
+        if self.pos["step_in_epoch"] >= self.steps_per_epoch:
+            return
+        for batch in self.source.batches(self.device):
             group.append(batch)
             if len(group) == self.cfg.optim.accum_steps:
                 yield group
                 group = []
+                if self.pos["step_in_epoch"] >= self.steps_per_epoch:
+                    return
 
     def _check_bad(self, final: bool = False) -> None:
         counts = dist.all_reduce_sum(torch.tensor([self.bad.seen, self.bad.bad],
@@ -276,16 +263,15 @@ class Trainer:
         total = BadSampleCounter(seen=int(counts[0]), bad=int(counts[1]), ids=self.bad.ids)
         self._bad_total = total.bad
         check_bad_fraction(total, self.cfg.run.max_bad_fraction,
-                           min_seen=0 if final else min(100, len(self.dataset)))
+                           min_seen=0 if final else min(100, self.source.n_items))
 
     def _epoch(self, bar: tqdm) -> None:
         epoch, start = self.pos["epoch"], self.pos["step_in_epoch"]
-        self.dataset.set_epoch(epoch)
-        self.sampler.set_epoch(epoch, start)
-        order = self.sampler.order() if self.trace is not None else []
+        self.source.start_epoch(epoch, start, trace=self.trace is not None)
         for micro in self._micro_batches():
             for b in micro:
                 self.bad.update(b)
+                self.source.used(b)
             self._check_bad()
             usable = [b for b in micro if not b.is_empty]
             if len(usable) < len(micro) and dist.is_dist():
@@ -294,7 +280,7 @@ class Trainer:
             step_in_epoch = self.pos["step_in_epoch"]
             logs = self.step(usable) if usable else None
             if self.trace is not None:
-                idx = [i for m in self.sampler.step_indices(order, step_in_epoch) for i in m]
+                idx = self.source.trace_indices(step_in_epoch, micro)
                 self.trace.write(self.pos["step"] + 1, epoch, idx)
             self.pos["step"] += 1
             self.pos["step_in_epoch"] += 1

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from biofm.core import dist
+from biofm.core.errors import ConfigError
 from biofm.data.badsamples import BadSampleCounter
 from biofm.models.registry import create_model
 
@@ -70,7 +71,8 @@ def encoder_from_state(t: Trainer, encoder_state: dict[str, Any]) -> nn.Module:
 def _rank_state(t: Trainer) -> dict[str, Any]:
     cuda = torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None
     return {"rank": t.rank, "epoch": t.pos["epoch"], "step_in_epoch": t.pos["step_in_epoch"],
-            "micro_batch": t.sampler.micro_batch, "bad_seen": t.bad.seen, "bad": t.bad.bad,
+            "micro_batch": t.source.micro_batch, "data": t.source.state_dict(),
+            "bad_seen": t.bad.seen, "bad": t.bad.bad,
             "bad_ids": list(t.bad.ids), "rng_cpu": torch.get_rng_state(), "rng_cuda": cuda}
 
 
@@ -108,7 +110,12 @@ def load_run_state(t: Trainer, state: dict[str, Any]) -> tuple[dict[str, int], B
         if r["rng_cuda"] is not None and t.device.type == "cuda":
             torch.cuda.set_rng_state(r["rng_cuda"], t.device)
         bad = BadSampleCounter(seen=r["bad_seen"], bad=r["bad"], ids=list(r["bad_ids"]))
+        t.source.load_state_dict(r.get("data"))
     else:
+        if any((r.get("data") or {}).get("stream") for r in ranks):
+            raise ConfigError(
+                f"this run streams its data and was saved on {len(ranks)} processes; it "
+                f"cannot resume on {t.world}", f"resume with {len(ranks)} processes")
         log.warning("resuming %d-process checkpoint on %d processes: data position kept, "
                     "RNG states reseeded", len(ranks), t.world)
         seen = sum(r["bad_seen"] for r in ranks) if t.rank == 0 else 0
