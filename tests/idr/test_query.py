@@ -33,7 +33,7 @@ def test_parse_query_keys_and_errors() -> None:
     assert (q.study, q.screen, q.plates, q.wells, q.fields) == ("idr0036", "screenA", 2, 16, 3)
     assert q.plate_names == ("20585", "20586") and q.render
     assert q.api == "https://idr.openmicroscopy.org" and q.zarr.endswith("/idr/zarr/v0.4")
-    with pytest.raises(ConfigError, match="unknown key.*feilds"):
+    with pytest.raises(ConfigError, match=r"unknown key.*feilds"):
         parse_query("idr:idr0036?feilds=2")
     with pytest.raises(ConfigError, match="fields >= 1"):
         parse_query("idr:idr0036?fields=0")

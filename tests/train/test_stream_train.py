@@ -93,6 +93,6 @@ def test_stream_rejects_what_it_cannot_do(idr: StandInIDR, tmp_path: Path) -> No
         pretrain(_cfg(idr, tmp_path / "a", "objective=wsdino", "data.views.n_global=2"))
     with pytest.raises(ConfigError, match="integer number of crops"):
         pretrain(_cfg(idr, tmp_path / "b", "data.crops_per_field=area"))
-    with pytest.raises(ConfigError, match="weak.label"):
+    with pytest.raises(ConfigError, match=r"weak\.label"):
         pretrain(_cfg(idr, tmp_path / "c", "objective=supcon", "data.views.n_global=2",
                       "weak.label=moa"))
