@@ -1,4 +1,5 @@
-"""``biofm idr``: browse the IDR study catalogue offline, from IDR's own catalogue files."""
+"""``biofm idr``: browse the IDR study catalogue (offline from IDR's catalogue files, or from
+the live API) and mirror fields of a study to local OME-Zarr."""
 
 from __future__ import annotations
 
@@ -107,9 +108,25 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_fetch(args: argparse.Namespace) -> int:
+    """Mirror the fields of an idr: query to local OME-Zarr plus a training manifest."""
+    from biofm.idr.fetch import fetch
+    from biofm.idr.query import PREFIX, parse_query
+
+    text = args.query if args.query.startswith(PREFIX) else PREFIX + args.query
+    report = fetch(parse_query(text), args.out, workers=args.workers)
+    print(f"{report.fields} fields: {report.fetched} fetched, {report.present} already there, "
+          f"{len(report.failed)} failed -> {report.manifest}")
+    for fid, reason in report.failed[:10]:
+        print(f"  failed {fid}: {reason}")
+    if report.failed:
+        print(f"  (all failures in {report.manifest.parent / 'failed.csv'}; run again to retry)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``idr`` with its ``studies`` and ``show`` subcommands."""
-    idr = subparsers.add_parser("idr", help="browse the IDR study catalogue (offline)",
+    idr = subparsers.add_parser("idr", help="browse the IDR catalogue; mirror fields to OME-Zarr",
                                 description=__doc__)
     sub = idr.add_subparsers(dest="idr_command", metavar="SUBCOMMAND", required=True)
     studies = sub.add_parser("studies", help="list and filter IDR screens/experiments",
@@ -135,3 +152,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--max-plates", type=int, default=10, help="plates listed per screen")
     show.add_argument("--json", action="store_true", help="print JSON instead")
     show.set_defaults(func=run_show)
+    fetch = sub.add_parser(
+        "fetch", help="mirror fields of an IDR study to local OME-Zarr + manifest",
+        description=(run_fetch.__doc__ or "") + " Query: idr0036?plates=2&wells=16&fields=2 (keys: "
+        "plates, plate, wells, fields, api, zarr, cache, cache_gb, render; see docs/idr.md). "
+        "Runs again fetch only what is missing.")  # fmt: skip
+    fetch.add_argument("query", help="e.g. 'idr:idr0036?plates=1&wells=8&fields=2'")
+    fetch.add_argument("--out", required=True, help="output folder")
+    fetch.add_argument("--workers", type=int, default=8, help="fields fetched at once (<= 8)")
+    fetch.set_defaults(func=run_fetch)

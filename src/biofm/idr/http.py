@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -175,6 +176,11 @@ class IDRClient:
         self.sleep: Callable[[float], None] = time.sleep
         self._rng = random.Random()
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        self.max_in_flight = max_in_flight
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self.missing: set[str] = set()  # URLs answered 404 (read-only stores: they stay so)
+        self.hints: dict[str, Any] = {}  # e.g. the Zarr format of the images opened so far
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=self.policy.timeout_s,
@@ -275,8 +281,20 @@ class IDRClient:
         """``GET /webclient/?experimenter=-1`` once to obtain IDR's public session cookie."""
         self._fetch("/webclient/", {"experimenter": -1}, _check_status)
 
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """``max_in_flight`` threads for blocking fetches issued from async code (zarr)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_in_flight,
+                                                thread_name_prefix="biofm-idr-io")
+            return self._pool
+
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections and fetch threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         self._client.close()
 
     def __enter__(self) -> IDRClient:

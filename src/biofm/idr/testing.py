@@ -309,6 +309,7 @@ def route_study(idr: StandInIDR, path: str, one: dict[str, str]) -> tuple[int, A
 def _make_handler(idr: StandInIDR) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # else each answer waits for the client's delayed ACK
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

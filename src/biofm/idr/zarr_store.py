@@ -1,9 +1,12 @@
 """A read-only zarr 3 store over IDR's HTTP endpoints (EBI S3 / webgateway OME-Zarr).
 
 Keys are fetched as ``base_path/key`` through `IDRClient.get_bytes` (retries, at most
-``max_in_flight`` requests), consulting an optional on-disk `ChunkCache` first; a 404 reads as a
-missing key, which zarr turns into the fill value for chunks. Byte ranges are cut from the
-whole object (no range requests).
+``max_in_flight`` requests, run on the client's own pool of ``max_in_flight`` threads so the
+limit is reached on any machine), consulting an optional on-disk `ChunkCache` first. A 404
+reads as a missing key, which zarr turns into the fill value for chunks; it is remembered by
+the client and in the cache (as an empty ``<url>#404`` entry), so probes for metadata that
+does not exist are not repeated. Byte ranges are cut from the whole object (no range
+requests).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from biofm.idr.cache import ChunkCache
 from biofm.idr.http import IDRClient, IDRError
 
 _NO_KEYS: tuple[str, ...] = ()
+_MISSING = "#404"
 
 
 class IDRZarrStore(Store):
@@ -34,7 +38,6 @@ class IDRZarrStore(Store):
         self.client = client
         self.base_path = "/" + base_path.strip("/")
         self.cache = cache
-        self._missing: set[str] = set()  # keys answered 404 (remote stores are read-only)
 
     def path(self, key: str) -> str:
         """Request path of ``key`` relative to the client's base URL."""
@@ -47,15 +50,21 @@ class IDRZarrStore(Store):
     def fetch(self, key: str) -> bytes | None:
         """Bytes of ``key`` from the cache or the server; None when the server says 404."""
         url = self.url(key)
-        if self.cache is not None and (hit := self.cache.get(url)) is not None:
-            return hit
-        if key in self._missing:
+        if url in self.client.missing:
             return None
+        if self.cache is not None:
+            if (hit := self.cache.get(url)) is not None:
+                return hit
+            if self.cache.get(url + _MISSING) is not None:
+                self.client.missing.add(url)
+                return None
         try:
             data = self.client.get_bytes(self.path(key))
         except IDRError as err:
-            if err.status == 404:
-                self._missing.add(key)
+            if err.status == 404:  # remote stores are read-only: it stays missing
+                self.client.missing.add(url)
+                if self.cache is not None:
+                    self.cache.put(url + _MISSING, b"")
                 return None
             raise
         if self.cache is not None:
@@ -65,7 +74,7 @@ class IDRZarrStore(Store):
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
-        data = await asyncio.to_thread(self.fetch, key)
+        data = await self._run(key)
         if data is None:
             return None
         return prototype.buffer.from_bytes(_byte_slice(data, byte_range))
@@ -75,8 +84,12 @@ class IDRZarrStore(Store):
     ) -> list[Buffer | None]:
         return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
 
+    async def _run(self, key: str) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.client.pool, self.fetch, key)
+
     async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self.fetch, key) is not None
+        return await self._run(key) is not None
 
     async def set(self, key: str, value: Buffer) -> None:
         self._check_writable()
