@@ -96,3 +96,16 @@ def test_stream_rejects_what_it_cannot_do(idr: StandInIDR, tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"weak\.label"):
         pretrain(_cfg(idr, tmp_path / "c", "objective=supcon", "data.views.n_global=2",
                       "weak.label=moa"))
+
+
+def test_idr_preset_loads_and_trains_on_the_stand_in(idr: StandInIDR, tmp_path: Path) -> None:
+    preset = Path(__file__).parents[2] / "configs" / "biovit_small_idr.yaml"
+    cfg = load_config(PretrainConfig, str(preset), [])
+    assert cfg.data.manifest.startswith("idr:idr0036") and cfg.model.name == "biovit_small"
+    out = tmp_path / "preset"
+    small = load_config(PretrainConfig, str(preset), [
+        *TINY, "model.name=biovit_tiny", "data.num_workers=0", "run.precision=fp32",
+        "optim.max_steps=2", f"run.out_dir={out}",
+        f"data.manifest={source(idr, tmp_path / 'cache')}&plates=1&wells=4"])  # fmt: skip
+    pretrain(small)
+    assert pd.read_csv(out / "log.csv")["step"].tolist() == [1, 2]

@@ -28,6 +28,7 @@ loses an item. A non-empty state needs the same rank, world size and number of w
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -193,9 +194,10 @@ class StreamingFieldDataset(IterableDataset[Item]):
         pool = ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix="biofm-fetch")
         todo = iter(fields)
         pending: deque[tuple[int, Future[PreparedField | Skipped]]] = deque()
+        stop = threading.Event()  # set when the consumer stops: running fetches end quietly
         try:
             for f in todo:
-                pending.append((f, pool.submit(self._prepare, f)))
+                pending.append((f, pool.submit(self._prepare, f, stop)))
                 if len(pending) == self.prefetch:
                     break
             while pending:
@@ -203,13 +205,16 @@ class StreamingFieldDataset(IterableDataset[Item]):
                 prepared = future.result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    pending.append((nxt, pool.submit(self._prepare, nxt)))
+                    pending.append((nxt, pool.submit(self._prepare, nxt, stop)))
                 yield f, prepared
         finally:
+            stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _prepare(self, field_index: int) -> PreparedField | Skipped:
-        """Load, normalise and fit one field (in a fetch thread); Skipped when unusable."""
+    def _prepare(self, field_index: int, stop: threading.Event | None = None
+                 ) -> PreparedField | Skipped:  # fmt: skip
+        """Load, normalise and fit one field (in a fetch thread); Skipped when unusable.
+        Failures after ``stop`` (the consumer has gone) are not logged."""
         sid = self.sample_id(field_index)
         ref = self.refs[field_index]
         try:
@@ -217,7 +222,8 @@ class StreamingFieldDataset(IterableDataset[Item]):
                                  normalize=self.normalize, resize_small=self.resize_small,
                                  vocab=self.vocab)
         except _ERRORS as err:
-            log.warning("skipping bad sample %s: %s", sid, err)
+            if stop is None or not stop.is_set():
+                log.warning("skipping bad sample %s: %s", sid, err)
             return Skipped(sid, f"{type(err).__name__}: {err}")
 
     def _items(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import string
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -220,22 +221,28 @@ class IDRFieldLoader:
         self.q = q
         self._clients: dict[str, IDRClient] = {}
         self._cache: ChunkCache | None = None
+        self._lock = threading.Lock()  # fetch threads share the clients and the cache
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"q": self.q, "_clients": {}, "_cache": None}
+        return {"q": self.q}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["q"])  # type: ignore[misc]
 
     def client(self, base: str) -> IDRClient:
         """The process's client for the host of ``base`` (one per host: API vs Zarr)."""
         parts = urlsplit(base)
         host = f"{parts.scheme}://{parts.netloc}"
-        if host not in self._clients:
-            self._clients[host] = IDRClient(host)
-        return self._clients[host]
+        with self._lock:
+            if host not in self._clients:
+                self._clients[host] = IDRClient(host)
+            return self._clients[host]
 
     def cache(self) -> ChunkCache | None:
-        if self._cache is None and self.q.cache.lower() != "none":
-            self._cache = ChunkCache(self.q.cache, int(self.q.cache_gb * 1e9))
-        return self._cache
+        with self._lock:
+            if self._cache is None and self.q.cache.lower() != "none":
+                self._cache = ChunkCache(self.q.cache, int(self.q.cache_gb * 1e9))
+            return self._cache
 
     def __call__(self, row: Mapping[str, Any]) -> Sample:
         from biofm.idr.pixels import open_remote_image
