@@ -219,19 +219,6 @@ def run_variant(
     latency_s: float,
 ) -> dict[str, Any]:
     """Iterate one epoch of ``refs`` under configuration ``v``; timings, requests, checksum."""
-    return _epoch(idr, files_root, refs, v, region, seed, cache_root, latency_s)
-
-
-def _epoch(
-    idr: StandInIDR,
-    files_root: Path,
-    refs: list[dict[str, Any]],
-    v: Variant,
-    region: Region,
-    seed: int,
-    cache_root: Path | None,
-    latency_s: float,
-) -> dict[str, Any]:
     loader = RemoteRegionLoader(idr.url, region, v.max_in_flight, cache_root if v.cache else None)
     crop = min(region.h, region.w) // v.crop_divisor
     ds = StreamingFieldDataset(

@@ -19,11 +19,12 @@ from biofm.idr.testing import StandInIDR
 from biofm.io import read_manifest
 from biofm.io.ome_zarr import read_ome_zarr
 
+from .helpers import served_study
+
 
 @pytest.fixture(scope="module")
 def idr() -> Iterator[StandInIDR]:
-    with StandInIDR() as server:
-        server.add_study("idr0036", plates=1, wells=3, fields=2, size=96, chunk=48)
+    with served_study(plates=1, wells=3, fields=2, size=96, chunk=48) as (server, _, _):
         yield server
 
 

@@ -12,7 +12,7 @@ pytest.importorskip("httpx")
 from biofm.core.errors import BadInputError
 from biofm.idr._standin_extra import map_key
 from biofm.idr._standin_study import StandInStudy
-from biofm.idr.http import IDRClient, IDRError, RetryPolicy
+from biofm.idr.http import IDRError
 from biofm.idr.mapr import (
     BULK_NS,
     MENUS,
@@ -23,17 +23,15 @@ from biofm.idr.mapr import (
     mapr_plates,
     mapr_screens,
 )
-from biofm.idr.testing import StandInIDR, status
+from biofm.idr.testing import status
 
-FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.02, timeout_s=5.0)
+from .helpers import Served, served_study
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[StandInIDR, StandInStudy, IDRClient]]:
-    with StandInIDR() as idr:
-        study = idr.add_study("idr0036", plates=1, wells=8, fields=1, size=128)
-        with IDRClient(idr.url, policy=FAST) as client:
-            yield idr, study, client
+def served() -> Iterator[Served]:
+    with served_study(plates=1, wells=8, fields=1, size=128) as server:
+        yield server
 
 
 def _compound(study: StandInStudy) -> str:

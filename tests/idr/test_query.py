@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 
 from biofm.core.errors import BadInputError, BadSampleError, ConfigError
-from biofm.idr.http import IDRClient, RetryPolicy
+from biofm.idr.http import IDRClient, IDRError, RetryPolicy
 from biofm.idr.query import IDRFieldLoader, container_of, parse_query, resolve_fields
 from biofm.idr.testing import StandInIDR, status
 from biofm.io.ome_zarr import read_ome_zarr
 
+from .helpers import served_study
+
 
 @pytest.fixture(scope="module")
 def idr() -> Iterator[StandInIDR]:
-    with StandInIDR() as server:
-        server.add_study("idr0036", plates=2, wells=4, fields=2, size=128, chunk=64)
+    with served_study(plates=2, wells=4, fields=2, size=128, chunk=64) as (server, _, _):
         yield server
 
 
@@ -115,3 +116,20 @@ def test_missing_zarr_is_a_bad_sample_or_the_labelled_8bit_render(
     assert rendered.pixels.dtype == np.uint8 and rendered.pixels.shape == (5, 128, 128)
     assert rendered.meta["pixel_source"] == "render_image_region"
     assert rendered.meta["bit_depth"] == 8 and rendered.meta["lossy"] is True
+
+
+def test_refused_image_is_skipped_but_an_outage_stops(idr: StandInIDR, tmp_path: Path) -> None:
+    q = parse_query(source(idr, tmp_path, "&plates=1&wells=1") + "&cache=none")
+    with IDRClient(idr.url) as client:
+        row = resolve_fields(q, client)[0]
+    loader = IDRFieldLoader(q)
+    loader.client(row["zarr"]).policy = RetryPolicy(max_attempts=2, base_delay_s=0.01)
+    prefix = row["zarr"].split(idr.url, 1)[1]
+    idr.faults.add(prefix, status(403))
+    with pytest.raises(BadSampleError, match="HTTP 403"):
+        loader(row)
+    idr.faults.add(prefix, *[status(503)] * 8)  # every metadata request, every attempt
+    with pytest.raises(IDRError, match="after 2 attempts"):
+        loader(row)
+    idr.faults.clear()
+    assert loader(row).pixels.shape[0] == 5  # and it reads once the server is back

@@ -17,20 +17,19 @@ from PIL import Image
 from biofm.core.errors import BadInputError
 from biofm.idr._standin_extra import window_to_8bit
 from biofm.idr._standin_study import StandInStudy, StudyImage
-from biofm.idr.http import IDRClient, IDRError, RetryPolicy
+from biofm.idr.http import IDRError
 from biofm.idr.render import PIXEL_SOURCE, approximate_raw, render_region
 from biofm.idr.testing import StandInIDR, status
 
-FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.02, timeout_s=5.0)
+from .helpers import Served, served_study
+
 X, Y, W, H = 10, 20, 96, 80
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[StandInIDR, StandInStudy, IDRClient]]:
-    with StandInIDR() as idr:
-        study = idr.add_study("idr0036", plates=1, wells=2, fields=1, size=128)
-        with IDRClient(idr.url, policy=FAST) as client:
-            yield idr, study, client
+def served() -> Iterator[Served]:
+    with served_study(plates=1, wells=2, fields=1, size=128) as server:
+        yield server
 
 
 def _image(study: StandInStudy) -> StudyImage:

@@ -245,9 +245,21 @@ class IDRFieldLoader:
             return self._cache
 
     def __call__(self, row: Mapping[str, Any]) -> Sample:
+        """Raw pixels of ``row``. An image IDR refuses (4xx) is a bad sample, skipped and
+        counted; a server that stays down (5xx, 429, no connection) raises `IDRError`."""
+        url = str(row["zarr"])
+        try:
+            return self._read(row, url)
+        except IDRError as err:
+            if err.status is None or err.status == 429 or err.status >= 500:
+                raise  # the server is down or overloaded: stop (the checkpoint is intact)
+            raise BadSampleError(f"IDR refused {err.url} (HTTP {err.status})",
+                                 "the image may be private or removed: it is skipped",
+                                 url) from err  # fmt: skip
+
+    def _read(self, row: Mapping[str, Any], url: str) -> Sample:
         from biofm.idr.pixels import open_remote_image
 
-        url = str(row["zarr"])
         client = self.client(url)
         try:
             image = open_remote_image(client, urlsplit(url).path, self.cache())

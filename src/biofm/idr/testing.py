@@ -114,6 +114,11 @@ class FaultScript:
                     return fault
         return None
 
+    def clear(self) -> None:
+        """Drop the faults not yet used."""
+        with self._lock:
+            self._queue.clear()
+
     def __len__(self) -> int:
         return len(self._queue)
 
