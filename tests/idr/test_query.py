@@ -133,3 +133,19 @@ def test_refused_image_is_skipped_but_an_outage_stops(idr: StandInIDR, tmp_path:
         loader(row)
     idr.faults.clear()
     assert loader(row).pixels.shape[0] == 5  # and it reads once the server is back
+
+
+def test_plate_grid_places_each_field_in_its_well(idr: StandInIDR) -> None:
+    study = idr.studies[0]
+    plate = study.plates[0]
+    with IDRClient(idr.url) as client:
+        grid = client.plate_grid(plate.id, field=1)
+    assert len(grid["grid"]) == 16 and len(grid["grid"][0]) == 24
+    assert grid["rowlabels"][:2] == ["A", "B"] and grid["collabels"][0] == "1"
+    cells = [(r, c, cell) for r, row in enumerate(grid["grid"]) for c, cell in enumerate(row)
+             if cell is not None]
+    assert len(cells) == len(plate.wells)
+    for r, c, cell in cells:
+        well = study.wells[cell["wellId"]]
+        assert (well.row, well.column) == (r, c) and cell["id"] == well.images[1]
+    assert {s["image_id"] for s in grid["image_sizes"]} == {cell["id"] for *_, cell in cells}

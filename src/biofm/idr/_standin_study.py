@@ -148,6 +148,22 @@ class StandInStudy:
                 "url:well": f"{base}/api/v0/m/wells/{well.id}/", "WellSamples": samples,
                 }  # fmt: skip
 
+    def plate_grid(self, plate: StudyPlate, field: int) -> dict[str, Any]:
+        """``/webgateway/plate/{id}/{field}/``: rows x columns of images (null: empty well)."""
+        grid: list[list[Any]] = [[None] * plate.columns for _ in range(plate.rows)]
+        sizes = []
+        for well in plate.wells:
+            if len(well.images) <= field:
+                continue
+            img = self.images[well.images[field]]
+            grid[well.row][well.column] = {
+                "type": "Image", "id": img.id, "name": img.name, "description": "",
+                "author": "Public data", "date": 1252939626, "wellId": well.id,
+                "field": field, "thumb_url": f"/webgateway/render_thumbnail/{img.id}/"}  # fmt: skip
+            sizes.append({"x": img.shape[2], "y": img.shape[1], "image_id": img.id})
+        return {"grid": grid, "collabels": [str(c + 1) for c in range(plate.columns)],
+                "rowlabels": list(string.ascii_uppercase[: plate.rows]), "image_sizes": sizes}
+
     def img_data(self, image: StudyImage) -> dict[str, Any]:
         """``/webgateway/imgData/{id}/`` of a field (shape of IDR's recorded answer)."""
         c, y, x = image.shape

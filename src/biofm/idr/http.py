@@ -253,6 +253,12 @@ class IDRClient:
         window: {min, max, start, end}, active, ...}], "rdefs", ...}``."""
         return dict(self.get_json(f"/webgateway/imgData/{int(image_id)}/"))
 
+    def plate_grid(self, plate_id: int, field: int = 0) -> dict[str, Any]:
+        """``/webgateway/plate/{id}/{field}/``: ``{"grid": [[{"id", "name", "wellId", "field",
+        "thumb_url", ...} | None per column] per row], "collabels", "rowlabels",
+        "image_sizes": [{"x", "y", "image_id"}]}`` (None: an empty well)."""
+        return dict(self.get_json(f"/webgateway/plate/{int(plate_id)}/{int(field)}/"))
+
     def plates_of_screen(self, screen_id: int) -> list[dict[str, Any]]:
         """``/webclient/api/plates/?id={screen}&page=N``: every ``{"id", "name", "ownerId",
         "childCount", "permsCss"}`` over all pages (500 per page, no meta: stop on a short page)."""

@@ -303,6 +303,9 @@ def route_study(idr: StandInIDR, path: str, one: dict[str, str]) -> tuple[int, A
     if m := re.fullmatch(re.escape(_TABLE) + r"(\d+)/query/", path):
         hit = _find(idr, "well", int(m.group(1)))
         return (200, hit[0].table(hit[1])) if hit is not None else None
+    if m := re.fullmatch(r"/webgateway/plate/(\d+)/(?:(\d+)/)?", path):
+        hit = _find(idr, "plate", int(m.group(1)))
+        return (200, hit[0].plate_grid(hit[1], int(m.group(2) or 0))) if hit else None
     if path == "/webclient/api/plates/" and (hit := _find(idr, "screen", int(one.get("id", -1)))):
         page, size = int(one.get("page", 1)), int(one.get("limit", 500))
         plates = [{"id": p.id, "name": p.name, "ownerId": 2, "childCount": 1, "permsCss": ""}
