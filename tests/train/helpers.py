@@ -6,9 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from biofm.data.synthetic import DEFAULT_EXPERIMENTS, SyntheticScreenConfig, write_screen
+from biofm.train import checkpoint as ckpt
 
 TINY = [
     "model.kwargs={patch_size: 8, depth: 1, embed_dim: 32, num_heads: 2}",
@@ -63,3 +65,15 @@ def sets(items: list[str]) -> list[str]:
     for it in items:
         out += ["--set", it]
     return out
+
+
+def wait_for_checkpoint(proc: subprocess.Popen[bytes], root: Path, timeout: float) -> None:
+    """Return once ``root`` holds a checkpoint; fail if ``proc`` ends first."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if ckpt.list_checkpoints(root):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (rc {proc.returncode}) before its first checkpoint")
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +19,7 @@ import torch
 from biofm.models.io import load_encoder
 from biofm.train import checkpoint as ckpt
 
-from .helpers import TINY, child_env, make_screen, run_train, sets, train_cmd
+from .helpers import TINY, child_env, make_screen, run_train, sets, train_cmd, wait_for_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -89,17 +88,6 @@ def test_accumulation_matches_full_batch_for_per_sample_loss(screen: Path,
     _assert_same_run(tmp_path / "full", tmp_path / "accum", atol=2e-4)
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen[bytes], root: Path, timeout: float) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if ckpt.list_checkpoints(root):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended (rc {proc.returncode}) before its first checkpoint")
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
-
-
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_sigkill_mid_epoch_then_resume_is_exact(screen: Path, tmp_path: Path,
                                                 nproc: int) -> None:
@@ -116,7 +104,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(screen: Path, tmp_path: Path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        _wait_for_checkpoint(proc, killed / "checkpoints", timeout=120)
+        wait_for_checkpoint(proc, killed / "checkpoints", timeout=120)
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank, like a scheduler
         proc.wait(timeout=30)
     finally:

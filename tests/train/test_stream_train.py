@@ -3,6 +3,10 @@ exact resume of the stream mid-epoch, on one process and on two gloo processes."
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +19,7 @@ from biofm.idr.testing import StandInIDR
 from biofm.train.config import PretrainConfig
 from biofm.train.pretrain import pretrain
 
-from .helpers import TINY, run_train, sets
+from .helpers import TINY, child_env, run_train, sets, train_cmd, wait_for_checkpoint
 
 # 1 plate x 6 wells x 2 fields = 12 fields, 2 crops each: 24 crops, 3 steps of 8 per epoch
 STREAM = ["data.crops_per_field=2", "data.crop_size=32", "run.trace_samples=true",
@@ -109,3 +113,32 @@ def test_idr_preset_loads_and_trains_on_the_stand_in(idr: StandInIDR, tmp_path: 
         f"data.manifest={source(idr, tmp_path / 'cache')}&plates=1&wells=4"])  # fmt: skip
     pretrain(small)
     assert pd.read_csv(out / "log.csv")["step"].tolist() == [1, 2]
+
+
+def test_sigkill_then_resume_streams_every_crop_once(idr: StandInIDR, tmp_path: Path) -> None:
+    """``biofm train --data idr:...`` killed with SIGKILL after a checkpoint, then run again:
+    the same crops at the same steps as an uninterrupted run. With 2 loader workers, each
+    with 6 fields (12 crops, one batch of 8), an epoch has 2 steps; the first checkpoint is
+    in the middle of epoch 0."""
+    args = ["--data", source(idr, tmp_path / "cache"),
+            *sets([*TINY, *STREAM, "data.num_workers=2", "run.checkpoint_every=1",
+                   "run.keep_checkpoints=50"])]  # fmt: skip
+    run_train([*args, "--out", str(tmp_path / "straight")])
+    killed = tmp_path / "killed"
+    idr.latency_s = 0.02  # slow the stream so the kill lands before the end
+    proc = subprocess.Popen(train_cmd([*args, "--out", str(killed)]), env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    try:
+        wait_for_checkpoint(proc, killed / "checkpoints", timeout=120)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        idr.latency_s = 0.0
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (killed / "encoder").exists(), "the run finished before it was killed"
+    run_train([*args, "--out", str(killed)])
+    a, b = _trace(tmp_path / "straight"), _trace(killed)
+    assert a.values.tolist() == b.values.tolist()
+    _each_crop_once_per_epoch(b, steps=2)
