@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from biofm.core.errors import BadInputError
+from biofm.data.crops import otsu_threshold
 from biofm.data.normalize import NormalizeConfig, normalize_pixels
 
 _LEVELS = 32
@@ -79,19 +80,11 @@ def _glcm(levels: NDArray[np.intp]) -> list[float]:
     return list(map(float, stats / len(_SHIFTS)))
 
 
-def _otsu(p: NDArray[np.float64]) -> float:
-    hist, edges = np.histogram(p, bins=128)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(centres[int(np.argmax(between))])
-
-
 def _shape(p: NDArray[np.float64]) -> list[float]:
-    fg = p > _otsu(p)
+    thr = otsu_threshold(p, bins=128)
+    if thr is None:  # a constant plane has no objects
+        return [0.0, 0.0, 0.0, 0.0, 0.0]
+    fg = p > thr
     labels, n = ndimage.label(fg)
     if n == 0:
         return [0.0, 0.0, 0.0, 0.0, 0.0]
