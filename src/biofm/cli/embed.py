@@ -1,4 +1,4 @@
-"""``biofm embed``: embed a folder of images or a manifest into a parquet table."""
+"""``biofm embed``: embed a folder of images or a manifest into a parquet table or Zarr store."""
 
 from __future__ import annotations
 
@@ -9,35 +9,88 @@ from typing import Any
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "embed", help="embed images with a pretrained encoder",
+        "embed",
+        help="embed images with a pretrained encoder",
         description="Embed every image of INPUT (a folder of images or a manifest CSV) with "
         "MODEL (a run directory of 'biofm train' or an encoder folder). Small images are "
         "brought up to the model's input; large fields are tiled and tiles averaged. Writes "
-        "one row per image: path, metadata, emb_0000...",
+        "one row per image: path, metadata, emb_0000... (parquet), or a .zarr store with an "
+        "'emb' array and the metadata. Results are saved in chunks in OUT.partial/ as they "
+        "come: rerunning the same command after an interruption continues where it stopped.",
     )
     p.add_argument("input", help="folder of images, or manifest CSV")
     p.add_argument("--model", required=True, help="run directory or encoder folder")
-    p.add_argument("--out", required=True, help="output parquet file")
-    p.add_argument("--pattern", default="auto",
-                   help="for a folder: how files form multichannel images (see 'biofm data "
-                   "index --help'); default auto")
-    p.add_argument("--tile", type=int, help="tile size in image pixels (default: the model's "
-                   "training crop)")
+    p.add_argument("--out", required=True, help="output file: .parquet or .zarr")
+    p.add_argument(
+        "--format",
+        choices=("parquet", "zarr"),
+        help="output format (default: from the suffix of --out)",
+    )
+    p.add_argument(
+        "--blocks",
+        nargs="?",
+        const="all",
+        metavar="K,K,...",
+        help="also write each block's pooled features (blockK_ columns, or "
+        "blocks/K arrays in Zarr): all blocks, or a list such as 3,6,11 "
+        "(negative counts from the end)",
+    )
+    p.add_argument(
+        "--pattern",
+        default="auto",
+        help="for a folder: how files form multichannel images (see 'biofm data "
+        "index --help'); default auto",
+    )
+    p.add_argument(
+        "--tile", type=int, help="tile size in image pixels (default: the model's training crop)"
+    )
     p.add_argument("--input-size", type=int, help="pixels per tile fed to the model")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--chunk-images",
+        type=int,
+        default=1024,
+        help="images per saved chunk of a resumable run (default 1024)",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an unfinished run in OUT.partial/ instead of resuming it",
+    )
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from biofm.eval.embed import EmbedConfig, embed_path
+    from biofm.eval.embed import EmbedConfig
+    from biofm.eval.embed_run import embed_path
     from biofm.models.io import load_encoder_any
 
     model = load_encoder_any(args.model)
-    cfg = EmbedConfig.for_model(model, tile=args.tile, input_size=args.input_size,
-                                batch_size=args.batch_size, num_workers=args.workers,
-                                device=args.device)
-    n, dim = embed_path(model, Path(args.input), Path(args.out), cfg, pattern=args.pattern)
-    print(f"embedded {n} images ({dim}-d) -> {args.out}")
+    cfg = EmbedConfig.for_model(
+        model,
+        tile=args.tile,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    s = embed_path(
+        model,
+        Path(args.input),
+        Path(args.out),
+        cfg,
+        pattern=args.pattern,
+        fmt=args.format,
+        blocks=args.blocks,
+        restart=args.restart,
+        chunk_images=args.chunk_images,
+    )
+    extra = f", blocks {','.join(map(str, s.blocks))}" if s.blocks else ""
+    resumed = f", {s.n_resumed} from an earlier run" if s.n_resumed else ""
+    skipped = f", {s.n_skipped} unreadable skipped" if s.n_skipped else ""
+    print(f"embedded {s.n_images} images ({s.dim}-d{extra}{resumed}{skipped}) -> {s.out}")
     return 0

@@ -1,4 +1,9 @@
-"""``biofm eval``: evaluate embedding tables (``eval knn EMB.parquet --label COLUMN``)."""
+"""``biofm eval``: probes of embedding tables (parquet or ``.zarr``).
+
+``knn`` (1-NN macro-F1, k-NN top-1), ``linear`` (logistic regression), ``regress`` (ridge R^2 of a
+numeric column) and ``blocks`` (a probe per block of ``biofm embed --blocks`` output). Each prints
+a table and writes a JSON file (default ``<stem>.<probe>_<column>.json`` beside the table).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ import numpy as np
 import pandas as pd
 
 from biofm.core.errors import BadInputError
+from biofm.eval.blocks import block_probe
 from biofm.eval.knn import evaluate_knn
-from biofm.io.embeddings import read_embeddings
+from biofm.eval.linear import linear_classification, linear_regression
+from biofm.io.embeddings import read_blocks, read_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +34,68 @@ def register(subparsers: Any) -> None:
     )
     sub = parser.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND")
     parser.set_defaults(func=lambda _args: _print_help(parser))
-    knn = sub.add_parser(
+    knn = _add(
+        sub,
         "knn",
-        help="1-NN macro-F1 and k-NN top-1 accuracy under cross-validation",
-        description="Nearest-neighbour probes (cosine) on an embedding parquet table.",
-    )
-    knn.add_argument("embeddings", type=Path, metavar="EMB.parquet")
-    knn.add_argument("--label", required=True, metavar="COLUMN", help="class label column")
-    knn.add_argument(
-        "--group", metavar="COLUMN", help="keep each group in one fold (plate, batch...)"
+        "1-NN macro-F1 and k-NN top-1 accuracy under cross-validation",
+        "Nearest-neighbour probes (cosine) on an embedding table.",
+        run_knn,
     )
     knn.add_argument("--k", type=int, default=20, help="neighbours for k-NN (default 20)")
-    knn.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    knn.add_argument("--seed", type=int, default=0, help="fold shuffling seed (default 0)")
-    knn.add_argument(
-        "--out", type=Path, help="results JSON (default: <stem>.knn_<label>.json beside EMB)"
+    lin = _add(
+        sub,
+        "linear",
+        "logistic-regression probe under cross-validation",
+        "Logistic regression on standardised embeddings: accuracy and macro-F1, mean and "
+        "std over stratified (with --group: stratified grouped) folds.",
+        run_linear,
     )
-    knn.set_defaults(func=run_knn)
+    lin.add_argument("--c", type=float, default=1.0, help="inverse regularisation (default 1)")
+    reg = _add(
+        sub,
+        "regress",
+        "ridge regression probe of a numeric column (R^2, MAE)",
+        "Ridge regression of a numeric metadata column (e.g. nucleus count) on "
+        "standardised embeddings: R^2 and MAE over (grouped) K-fold CV.",
+        run_regress,
+        column="--target",
+    )
+    reg.add_argument("--alpha", type=float, default=1.0, help="ridge penalty (default 1)")
+    reg.add_argument("--log1p", action="store_true", help="regress log(1 + target) (counts)")
+    blk = _add(
+        sub,
+        "blocks",
+        "score each block's features and report the best block",
+        "Per-block probe of a table written by 'biofm embed --blocks'.",
+        run_blocks,
+    )
+    blk.add_argument(
+        "--probe",
+        choices=("knn", "linear"),
+        default="knn",
+        help="knn: 1-NN macro-F1; linear: logistic-regression macro-F1",
+    )
+    blk.add_argument("--k", type=int, default=20, help="neighbours for k-NN (default 20)")
+    blk.add_argument("--c", type=float, default=1.0, help="inverse regularisation (linear)")
+
+
+def _add(
+    sub: Any, name: str, help_: str, description: str, func: Any, column: str = "--label"
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=description)
+    p.add_argument("embeddings", type=Path, metavar="EMB", help="embedding .parquet or .zarr")
+    what = "numeric column to predict" if column == "--target" else "class label column"
+    p.add_argument(column, dest="label", required=True, metavar="COLUMN", help=what)
+    p.add_argument(
+        "--group", metavar="COLUMN", help="keep each group in one fold (plate, well, batch...)"
+    )
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="fold shuffling seed (default 0)")
+    p.add_argument(
+        "--out", type=Path, help=f"results JSON (default: <stem>.{name}_<column>.json beside EMB)"
+    )
+    p.set_defaults(func=func, probe_name=name, column_flag=column)
+    return p
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -64,17 +116,17 @@ def _column(meta: pd.DataFrame, name: str | None, flag: str, where: str) -> np.n
     return meta[name].to_numpy()
 
 
-def default_out(path: Path, label: str) -> Path:
-    """``<stem>.knn_<label>.json`` next to the embedding table."""
+def default_out(path: Path, label: str, kind: str = "knn") -> Path:
+    """``<stem>.<kind>_<label>.json`` next to the embedding table."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
-    return path.with_name(f"{path.stem}.knn_{safe}.json")
+    return path.with_name(f"{path.stem}.{kind}_{safe}.json")
 
 
-def run_knn(args: argparse.Namespace) -> int:
-    """Run both nearest-neighbour probes, print a table, write JSON."""
+def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Embeddings, label and group values of the rows that have both, and that row mask."""
     where = str(args.embeddings)
     emb, meta = read_embeddings(args.embeddings)
-    labels = _column(meta, args.label, "--label", where)
+    labels = _column(meta, args.label, args.column_flag, where)
     groups = _column(meta, args.group, "--group", where)
     assert labels is not None
     keep = ~pd.isna(labels)
@@ -82,26 +134,115 @@ def run_knn(args: argparse.Namespace) -> int:
         keep &= ~pd.isna(groups)
     if not keep.all():
         log.warning("skipping %d rows with no label/group", int((~keep).sum()))
-    results = evaluate_knn(
-        emb[keep],
-        labels[keep],
-        groups=None if groups is None else groups[keep],
-        k=args.k,
-        n_splits=args.folds,
-        seed=args.seed,
-    )
+    return emb[keep], labels[keep], None if groups is None else groups[keep], keep
+
+
+def _finish(args: argparse.Namespace, results: dict[str, Any], keep: np.ndarray, table: str) -> int:
     results = {
         "embeddings": str(args.embeddings),
-        "label": args.label,
+        "label" if args.column_flag == "--label" else "target": args.label,
         "group": args.group,
         "n_skipped_rows": int((~keep).sum()),
         **results,
     }
-    out = args.out or default_out(args.embeddings, args.label)
+    out = args.out or default_out(args.embeddings, args.label, args.probe_name)
     _write_json(out, results)
-    print(format_table(results))
+    print(table)
     print(f"wrote {out}")
     return 0
+
+
+def run_knn(args: argparse.Namespace) -> int:
+    """Run both nearest-neighbour probes, print a table, write JSON."""
+    emb, labels, groups, keep = _load(args)
+    results = evaluate_knn(
+        emb, labels, groups=groups, k=args.k, n_splits=args.folds, seed=args.seed
+    )
+    return _finish(args, results, keep, format_table(results))
+
+
+def run_linear(args: argparse.Namespace) -> int:
+    """Logistic-regression probe, printed table and JSON."""
+    emb, labels, groups, keep = _load(args)
+    res = linear_classification(emb, labels, groups, n_splits=args.folds, seed=args.seed, c=args.c)
+    head = _head(res, f"{res['n_classes']} classes")
+    rows = [
+        ("accuracy", res["accuracy"]),
+        ("balanced accuracy", res["balanced_accuracy"]),
+        ("macro-F1", res["macro_f1"]),
+    ]
+    return _finish(args, res, keep, _metric_table(head, rows))
+
+
+def run_regress(args: argparse.Namespace) -> int:
+    """Ridge regression probe of a numeric column, printed table and JSON."""
+    emb, target, groups, keep = _load(args)
+    try:
+        y = np.asarray(target, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise BadInputError(
+            f"column {args.label!r} is not numeric",
+            "pass a numeric column to --target (counts, areas...)",
+            str(args.embeddings),
+        ) from err
+    if args.log1p:
+        if (y < 0).any():
+            raise BadInputError(
+                f"--log1p needs a non-negative target; {args.label!r} has negative values",
+                "drop --log1p",
+                str(args.embeddings),
+            )
+        y = np.log1p(y)
+    res = linear_regression(
+        emb, y, n_splits=args.folds, seed=args.seed, alpha=args.alpha, groups=groups
+    )
+    res["log1p"] = bool(args.log1p)
+    rows = [("R^2", res["r2"]), ("MAE", res["mae"])]
+    return _finish(args, res, keep, _metric_table(_head(res, f"target {args.label}"), rows))
+
+
+def run_blocks(args: argparse.Namespace) -> int:
+    """Probe each block of a ``biofm embed --blocks`` table; table of blocks and best block."""
+    _, labels, groups, keep = _load(args)
+    blocks = read_blocks(args.embeddings)
+    if not blocks:
+        raise BadInputError(
+            "the table has no per-block features",
+            "embed with `biofm embed ... --blocks` first",
+            str(args.embeddings),
+        )
+    feats = {k: v[keep] for k, v in blocks.items()}
+    res = block_probe(feats, labels, groups, args.probe, args.folds, args.seed, k=args.k, c=args.c)
+    return _finish(args, res, keep, format_blocks_table(res))
+
+
+def _head(r: dict[str, Any], what: str) -> str:
+    grouped = " (grouped)" if r.get("grouped") else ""
+    return f"{r['n_samples']} samples, {what}, {r['n_splits']} folds{grouped}"
+
+
+def _metric_table(head: str, rows: list[tuple[str, dict[str, Any]]]) -> str:
+    lines = [head, f"{'metric':<18}{'mean':>8}{'std':>8}"]
+    lines += [f"{name:<18}{m['mean']:>8.3f}{m['std']:>8.3f}" for name, m in rows]
+    return "\n".join(lines)
+
+
+def format_blocks_table(r: dict[str, Any]) -> str:
+    """One line per block: dim, primary and secondary metric mean +- std; best block marked."""
+    p, s = r["metric"], r["secondary_metric"]
+    lines = [
+        _head(r, f"{r['n_classes']} classes") + f", probe {r['probe']}",
+        f"{'block':>6}{'dim':>6}{p:>24}{s:>20}",
+    ]
+    for row in r["blocks"]:
+        mark = "  <- best" if row["block"] == r["best_block"] else ""
+        a, b = row[p], row[s]
+        lines.append(
+            f"{row['block']!s:>6}{row['dim']:>6}{a['mean']:>16.3f} +- {a['std']:.3f}"
+            f"{b['mean']:>12.3f} +- {b['std']:.3f}{mark}"
+        )
+    lines.append(f"best block: {r['best_block']} ({p} {r['best_score']:.3f})")
+    return "\n".join(lines)
 
 
 def format_table(r: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ covers the field of view the encoder was trained on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,48 +78,140 @@ def _collate(items: list[Item]) -> tuple[PackedBatch | None, list[str]]:
 def _check_input_size(model: nn.Module, size: int) -> None:
     patch = getattr(getattr(model, "cfg", None), "patch_size", 1)
     if size % patch:
-        raise BadInputError(f"input size {size} is not a multiple of the patch size {patch}",
-                            f"choose --input-size as a multiple of {patch}")
+        raise BadInputError(
+            f"input size {size} is not a multiple of the patch size {patch}",
+            f"choose --input-size as a multiple of {patch}",
+        )
+
+
+def resolve_block_spec(model: nn.Module, spec: str | Sequence[int] | None) -> list[int] | None:
+    """Block indices to export: None (none), ``"all"``, ``"3,6,11"`` or a list (negative
+    indices count from the end). Errors name the model's block range."""
+    if spec is None:
+        return None
+    encoder: Any = model
+    if not hasattr(model, "resolve_blocks") or not hasattr(model, "forward_intermediates"):
+        raise BadInputError(
+            f"{type(model).__name__} has no per-block features",
+            "use an encoder built with biofm.create_model, or drop --blocks",
+        )
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text in ("", "all"):
+            return list(encoder.resolve_blocks(None))
+        try:
+            spec = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError as err:
+            raise BadInputError(
+                f"--blocks {spec!r} is not a list of block indices",
+                "pass --blocks alone (all blocks) or e.g. --blocks 3,6,11",
+            ) from err
+    return sorted(set(encoder.resolve_blocks(list(spec))))
+
+
+@dataclass
+class EmbeddedBatch:
+    """One batch of images: ``ids`` (in manifest order), pooled ``emb`` (n, D), per-block
+    pooled features ``blocks`` {block: (n, D_k)}, and the ids that could not be read."""
+
+    ids: list[str]
+    emb: np.ndarray
+    blocks: dict[int, np.ndarray]
+    skipped: list[str]
+
+
+def _pool(tile_feats: torch.Tensor, index: torch.Tensor, n: int) -> np.ndarray:
+    """Mean of each image's tile features: (tiles, D) -> (n, D) float32."""
+    feats = tile_feats.float().cpu()
+    pooled = torch.zeros(n, feats.shape[1]).index_add_(0, index, feats)
+    pooled /= torch.bincount(index, minlength=n)[:, None].float()
+    return pooled.numpy().astype(np.float32)
 
 
 @torch.no_grad()
+def iter_embed(
+    model: nn.Module,
+    manifest: pd.DataFrame,
+    cfg: EmbedConfig,
+    normalize: NormalizeConfig | None = None,
+    root: Path | None = None,
+    blocks: Sequence[int] | None = None,
+) -> Iterator[EmbeddedBatch]:
+    """Embed ``manifest`` batch by batch (tiles pooled per image), with a progress bar.
+
+    With ``blocks``, each batch also carries the encoder's pooled per-block features
+    (``forward_intermediates``), tile-pooled the same way as the embedding.
+    """
+    _check_input_size(model, cfg.input_size)
+    ds = ManifestDataset(
+        manifest,
+        TilesAtInput(cfg.tile, cfg.input_size, cfg.max_tiles),
+        crop_size=None,
+        cache_size=0,
+        normalize=normalize,
+        root=root,
+    )
+    loader = DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        collate_fn=_collate,
+    )
+    device = torch.device(cfg.device)
+    model = model.to(device).eval()
+    wanted = list(blocks) if blocks else []
+    for batch, bad in tqdm(loader, desc="embed", disable=not cfg.progress, unit="batch"):
+        if batch is None:
+            yield EmbeddedBatch([], np.zeros((0, 0), np.float32), {}, list(bad))
+            continue
+        batch = batch.to(device)
+        ids = [str(m["id"]) for m in batch.meta]
+        slot = {sid: k for k, sid in enumerate(dict.fromkeys(ids))}
+        index = torch.tensor([slot[i] for i in ids])
+        emb = _pool(model(batch), index, len(slot))
+        per_block: dict[int, np.ndarray] = {}
+        if wanted:
+            inter = model.forward_intermediates(batch, wanted)  # type: ignore[operator]
+            per_block = {int(k): _pool(v, index, len(slot)) for k, v in inter.items()}
+        yield EmbeddedBatch(list(slot), emb, per_block, list(bad))
+
+
+def ensure_ids(df: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with a text ``id`` column (``row<i>`` where missing), index reset."""
+    out = df.reset_index(drop=True)
+    given = out["id"] if "id" in out.columns else pd.Series([""] * len(out))
+    ids = [f"row{i}" if pd.isna(v) or str(v) == "" else str(v) for i, v in enumerate(given)]
+    return out.assign(id=ids)
+
+
 def embed_manifest(
-    model: nn.Module, manifest: pd.DataFrame | str | Path, cfg: EmbedConfig,
-    normalize: NormalizeConfig | None = None, root: Path | None = None,
+    model: nn.Module,
+    manifest: pd.DataFrame | str | Path,
+    cfg: EmbedConfig,
+    normalize: NormalizeConfig | None = None,
+    root: Path | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """(N, D) float32 embeddings and the manifest rows (without paths) of the usable images.
 
-    Images that cannot be read are skipped and listed in the log.
+    Images that cannot be read are skipped and listed in the log. Everything is kept in
+    memory; ``biofm.eval.embed_run.embed_path`` writes large sets in resumable chunks.
     """
-    _check_input_size(model, cfg.input_size)
     if isinstance(manifest, (str, Path)):
         from biofm.io.manifest import read_manifest
 
         root = root if root is not None else Path(manifest).parent
         manifest = read_manifest(manifest)
-    ds = ManifestDataset(manifest, TilesAtInput(cfg.tile, cfg.input_size, cfg.max_tiles),
-                         crop_size=None, cache_size=0, normalize=normalize, root=root)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False,
-                        num_workers=cfg.num_workers, collate_fn=_collate)
-    by_id = _rows_by_id(manifest)
-    device = torch.device(cfg.device)
-    model = model.to(device).eval()
+    manifest = ensure_ids(manifest)
+    by_id = rows_by_id(manifest)
     embs: list[np.ndarray] = []
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for batch, bad in tqdm(loader, desc="embed", disable=not cfg.progress, unit="batch"):
-        skipped += bad
-        if batch is None:
-            continue
-        tile_emb = model(batch.to(device)).float().cpu()  # (tiles, D)
-        ids = [m["id"] for m in batch.meta]
-        slot = {sid: k for k, sid in enumerate(dict.fromkeys(ids))}
-        order = list(slot)
-        index = torch.tensor([slot[i] for i in ids])
-        pooled = torch.zeros(len(order), tile_emb.shape[1]).index_add_(0, index, tile_emb)
-        pooled /= torch.bincount(index, minlength=len(order))[:, None].float()
-        embs.append(pooled.numpy())
-        rows += [by_id[i] for i in order]
+    for out in iter_embed(model, manifest, cfg, normalize, root):
+        skipped += out.skipped
+        if out.ids:
+            embs.append(out.emb)
+            rows += [by_id[i] for i in out.ids]
     if skipped:
         log.warning("%d images could not be embedded: %s", len(skipped), ", ".join(skipped[:20]))
     if not embs:
@@ -126,7 +219,7 @@ def embed_manifest(
     return np.concatenate(embs).astype(np.float32), pd.DataFrame(rows)
 
 
-def _rows_by_id(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+def rows_by_id(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Manifest rows keyed by id, with ``paths`` as ``path`` first and no ``channels``."""
     from biofm.io.manifest import records
 
@@ -134,32 +227,27 @@ def _rows_by_id(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     for i, row in enumerate(records(df)):
         sid = str(row.get("id") or f"row{i}")
         meta = {k: v for k, v in row.items() if k not in ("paths", "channels", "id")}
-        out[sid] = {"id": sid, "path": row.get("paths", ""), "channels": row.get("channels", ""),
-                    **meta}
+        out[sid] = {
+            "id": sid,
+            "path": row.get("paths", ""),
+            "channels": row.get("channels", ""),
+            **meta,
+        }
     return out
 
 
-def embed_path(model: nn.Module, source: Path, out: Path, cfg: EmbedConfig,
-               pattern: str = "auto") -> tuple[int, int]:
-    """Embed a folder of images or a manifest CSV; write parquet to ``out``.
-
-    Returns (number of images, embedding dimension).
+def embed_path(
+    model: nn.Module,
+    source: Path,
+    out: Path,
+    cfg: EmbedConfig,
+    pattern: str = "auto",
+    **kwargs: Any,
+) -> tuple[int, int]:
+    """Embed a folder of images or a manifest CSV into ``out`` (resumable; see
+    :func:`biofm.eval.embed_run.embed_path`). Returns (number of images, embedding dimension).
     """
-    from biofm.io.embeddings import write_embeddings
-    from biofm.io.manifest import build_manifest, read_manifest
+    from biofm.eval.embed_run import embed_path as run
 
-    if source.is_dir():
-        df, root = build_manifest(source, pattern=pattern), None
-    elif source.is_file():
-        df, root = read_manifest(source), source.parent
-    else:
-        raise BadInputError(f"{source} does not exist",
-                            "pass a folder of images or a manifest CSV")
-    if len(df) == 0:
-        raise BadInputError(f"no images found in {source}",
-                            "check the folder, or pass --pattern to group channel files")
-    card = getattr(model, "weights_card", {}) or {}
-    norm = NormalizeConfig(**card["normalize"]) if "normalize" in card else None
-    emb, meta = embed_manifest(model, df, cfg, normalize=norm, root=root)
-    write_embeddings(out, emb, meta)
-    return emb.shape[0], emb.shape[1]
+    summary = run(model, source, out, cfg, pattern=pattern, **kwargs)
+    return summary.n_images, summary.dim

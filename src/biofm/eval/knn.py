@@ -12,7 +12,8 @@ Small classes: a class with a single member can never be predicted right under C
 dropped with a warning (reported as ``dropped_classes``). When the smallest remaining class has
 fewer members than ``n_splits``, the number of folds is reduced to that count (at least 2) with a
 warning. Fewer than two classes left, or non-finite embeddings, are errors naming the fix.
-Means and standard deviations are over folds (population std).
+Means and standard deviations are over folds (population std). Macro-F1 averages over the
+classes present in each test fold (true or predicted).
 """
 
 from __future__ import annotations
@@ -124,8 +125,10 @@ def prepare(
     groups: ArrayLike | None = None,
     n_splits: int = 5,
     seed: int = 0,
+    normalize: bool = True,
 ) -> Prepared:
-    """Validate, drop singleton classes, L2-normalise and build the CV folds."""
+    """Validate, drop singleton classes, L2-normalise (unless ``normalize=False``) and build
+    the CV folds."""
     if n_splits < 2:
         raise BadInputError(f"n_splits={n_splits}", "use at least 2 folds")
     x, y, g = _check_inputs(emb, labels, groups)
@@ -138,8 +141,8 @@ def prepare(
         )
     splits = _folds(y_int, g, n_splits, seed)
     return Prepared(
-        l2_normalize(x), y_int.astype(np.intp), classes.tolist(), splits, g is not None,
-        dropped, n_dropped,
+        l2_normalize(x) if normalize else x, y_int.astype(np.intp), classes.tolist(), splits,
+        g is not None, dropped, n_dropped,
     )  # fmt: skip
 
 
@@ -183,11 +186,12 @@ def _summary(scores: list[float], **extra: Any) -> dict[str, Any]:
 
 def one_nn_macro_f1_prepared(p: Prepared) -> dict[str, Any]:
     """1-NN macro-F1 on already prepared folds."""
-    labels = np.arange(len(p.classes))
     scores = []
     for train, test in p.splits:
         pred = _predict_1nn(p, train, test)
-        f1 = f1_score(p.y[test], pred, labels=labels, average="macro", zero_division=0)
+        # macro over the classes present in the fold (true or predicted): under grouped folds
+        # a class can be absent from a test fold and must not count as a zero
+        f1 = f1_score(p.y[test], pred, average="macro", zero_division=0)
         scores.append(float(f1))
     return _summary(scores, metric="1nn_macro_f1")
 
