@@ -10,9 +10,10 @@ every method, the frozen features are scored:
 
 Methods: each ``--model NAME=RUN_OR_ENCODER``; ``untrained`` (the first model's architecture
 with fresh weights); ``handcrafted`` (channel-pooled intensity, texture, focus and shape
-features); ``pixel_pca`` (PCA of 32² channel planes, 32 components). Prints one table per
-metric with the methods side by side and the ratio of each model to the best baseline; saves
-JSON (and a markdown table with ``--md``).
+features); ``pixel_pca`` (PCA of 32² channel planes, 32 components). Prints one table with
+the methods side by side and each model's margin over the best baseline (a difference, as
+R² can be negative); saves JSON (and a markdown table with ``--md``). Ridge penalties are
+chosen inside each training fold.
 
     python benchmarks/tasks.py --model shared=../runs/tiny_shared \\
         --model quickstart=runs/quickstart --json benchmarks/results/tasks_cpu.json \\
@@ -64,7 +65,8 @@ def score(task: Task, x: np.ndarray, seed: int) -> dict[str, float]:
         return {"1nn_macro_f1": knn["one_nn_macro_f1"]["mean"],
                 "linear_accuracy": lin["accuracy"]["mean"]}  # fmt: skip
     if task.kind == "regression":
-        reg = linear_regression(x, task.target, n_splits=5, seed=seed, groups=task.groups)
+        reg = linear_regression(x, task.target, n_splits=5, seed=seed, groups=task.groups,
+                                alpha=None)  # fmt: skip
         return {"ridge_r2": reg["r2"]["mean"]}
     meta = pd.DataFrame({"field": task.target})
     ap = replicate_average_precision(x, meta, "field")
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         models[name] = load_encoder_any(path).eval()
     if models:
         models["untrained"] = untrained_like(next(iter(models.values())), seed=args.seed)
-    methods = [*models, *(b for b in BASELINES if b != "untrained" or models)]
+    methods = [*models, "handcrafted", "pixel_pca"]  # models include "untrained" when given
     rows = []
     for task in build_tasks(args.shared, tuple(args.tasks), seed=args.seed):
         for method in methods:
@@ -103,15 +105,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(res: dict[str, Any]) -> pd.DataFrame:
-    """Rows (task, metric), columns methods, plus each model's ratio to the best baseline."""
+    """Rows (task, metric), columns methods, plus each model's margin over the best baseline
+    (a difference: R² can be negative, so a ratio would mislead)."""
     df = pd.DataFrame(res["results"]).pivot_table(index=["task", "metric"], columns="method",
                                                   values="value", sort=False)  # fmt: skip
     base = [b for b in BASELINES if b in df.columns]
     for name in res["models"]:
         if name in df.columns and base:
-            df[f"{name}/best baseline"] = df[name] / df[base].max(axis=1)
+            df[f"{name} - best baseline"] = df[name] - df[base].max(axis=1)
     order = [*res["models"], *base]
-    return df[[c for c in df.columns if c in order] + [c for c in df.columns if "/" in c]]
+    margins = [c for c in df.columns if c.endswith(" - best baseline")]
+    return df[[c for c in order if c in df.columns] + margins]
 
 
 def markdown(df: pd.DataFrame) -> str:

@@ -37,4 +37,4 @@ def test_tasks_benchmark_scores_models_beside_baselines(shared_data: Path, tmp_p
     assert all(math.isfinite(r["value"]) for r in res["results"])
     assert all(0 <= r["value"] <= 1 for r in res["results"] if r["metric"] != "ridge_r2")
     text = md.read_text()
-    assert "tiny/best baseline" in text and "| ph3_mitosis | 1nn_macro_f1 |" in text
+    assert "tiny - best baseline" in text and "| ph3_mitosis | 1nn_macro_f1 |" in text
