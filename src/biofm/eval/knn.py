@@ -56,6 +56,21 @@ def l2_normalize(emb: ArrayLike) -> NDArray[np.float32]:
     return x / np.maximum(norms, 1e-12)
 
 
+def check_rows(x: np.ndarray, groups: ArrayLike | None) -> np.ndarray | None:
+    """Refuse non-finite embedding rows and a group array of the wrong length; the groups."""
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise BadInputError(
+            f"{int(bad.sum())} embedding rows hold NaN/inf (first rows {rows})",
+            "drop those rows or re-embed them (check the input images and the model's dtype)",
+        )
+    g = None if groups is None else np.asarray(groups)
+    if g is not None and (g.ndim != 1 or len(g) != len(x)):
+        raise BadInputError(f"{len(g)} groups for {len(x)} embeddings", "one group per row")
+    return g
+
+
 def _check_inputs(
     emb: ArrayLike, labels: ArrayLike, groups: ArrayLike | None
 ) -> tuple[NDArray[np.float32], np.ndarray, np.ndarray | None]:
@@ -67,17 +82,7 @@ def _check_inputs(
         raise BadInputError(
             f"{len(y)} labels for {len(x)} embeddings", "pass one label per embedding row"
         )
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)[:5].tolist()
-        raise BadInputError(
-            f"{int(bad.sum())} embedding rows hold NaN/inf (first rows {rows})",
-            "drop those rows or re-embed them (check the input images and the model's dtype)",
-        )
-    g = None if groups is None else np.asarray(groups)
-    if g is not None and (g.ndim != 1 or len(g) != len(x)):
-        raise BadInputError(f"{len(g)} groups for {len(x)} embeddings", "one group per row")
-    return x, y, g
+    return x, y, check_rows(x, groups)
 
 
 def _drop_singletons(

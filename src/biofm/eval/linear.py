@@ -33,7 +33,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from biofm.core.errors import BadInputError
-from biofm.eval.knn import prepare
+from biofm.eval.knn import check_rows, prepare
 
 _ALPHAS = np.logspace(-3, 4, 15)
 """Ridge penalties tried when ``alpha=None``."""
@@ -113,16 +113,7 @@ def _regression_inputs(
             f"embeddings {x.shape} and target {y.shape} do not match",
             "pass one target value per embedding row",
         )
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)[:5].tolist()
-        raise BadInputError(
-            f"{int(bad.sum())} embedding rows hold NaN/inf (first rows {rows})",
-            "drop those rows or re-embed them (check the input images and the model's dtype)",
-        )
-    g = None if groups is None else np.asarray(groups)
-    if g is not None and (g.ndim != 1 or len(g) != len(x)):
-        raise BadInputError(f"{len(g)} groups for {len(x)} embeddings", "one group per row")
+    g = check_rows(x, groups)
     keep = np.isfinite(y)
     return x[keep], y[keep], None if g is None else g[keep], int((~keep).sum())
 
