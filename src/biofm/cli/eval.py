@@ -3,6 +3,8 @@
 ``knn`` (1-NN macro-F1, k-NN top-1), ``linear`` (logistic regression), ``regress`` (ridge R^2 of a
 numeric column) and ``blocks`` (a probe per block of ``biofm embed --blocks`` output). Each prints
 a table and writes a JSON file (default ``<stem>.<probe>_<column>.json`` beside the table).
+``report`` writes a markdown/HTML report with plots into a folder (default
+``<stem>.report_<column>/`` beside the table).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from biofm.core.errors import BadInputError
 from biofm.eval.blocks import block_probe
 from biofm.eval.knn import evaluate_knn
 from biofm.eval.linear import linear_classification, linear_regression
+from biofm.eval.report import write_report
 from biofm.io.embeddings import read_blocks, read_embeddings
 
 log = logging.getLogger(__name__)
@@ -77,10 +80,30 @@ def register(subparsers: Any) -> None:
     )
     blk.add_argument("--k", type=int, default=20, help="neighbours for k-NN (default 20)")
     blk.add_argument("--c", type=float, default=1.0, help="inverse regularisation (linear)")
+    rep = _add(
+        sub,
+        "report",
+        "markdown/HTML report: scores, 2-D projection, confusion matrix, per-block curve",
+        "Report of an embedding table for a quick look: summary table (k-NN and linear "
+        "probes), 2-D projection coloured by label and plate, confusion matrix of the linear "
+        "probe, and the score per block when the table holds blocks.",
+        run_report,
+        out_help="report folder (default: <stem>.report_<column>/ beside EMB)",
+    )
+    rep.add_argument("--plate", metavar="COLUMN", help="also colour the projection by this column")
+    rep.add_argument("--title", default="biofm evaluation report", help="report title")
+    rep.add_argument("--k", type=int, default=20, help="neighbours for k-NN (default 20)")
+    rep.add_argument("--c", type=float, default=1.0, help="inverse regularisation (linear)")
 
 
 def _add(
-    sub: Any, name: str, help_: str, description: str, func: Any, column: str = "--label"
+    sub: Any,
+    name: str,
+    help_: str,
+    description: str,
+    func: Any,
+    column: str = "--label",
+    out_help: str | None = None,
 ) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=description)
     p.add_argument("embeddings", type=Path, metavar="EMB", help="embedding .parquet or .zarr")
@@ -91,9 +114,8 @@ def _add(
     )
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="fold shuffling seed (default 0)")
-    p.add_argument(
-        "--out", type=Path, help=f"results JSON (default: <stem>.{name}_<column>.json beside EMB)"
-    )
+    out_help = out_help or f"results JSON (default: <stem>.{name}_<column>.json beside EMB)"
+    p.add_argument("--out", type=Path, help=out_help)
     p.set_defaults(func=func, probe_name=name, column_flag=column)
     return p
 
@@ -214,6 +236,28 @@ def run_blocks(args: argparse.Namespace) -> int:
     feats = {k: v[keep] for k, v in blocks.items()}
     res = block_probe(feats, labels, groups, args.probe, args.folds, args.seed, k=args.k, c=args.c)
     return _finish(args, res, keep, format_blocks_table(res))
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Write report.md, report.html, report.json and PNG plots; print the summary table."""
+    where = str(args.embeddings)
+    emb, meta = read_embeddings(args.embeddings)
+    for name, flag in ((args.label, "--label"), (args.plate, "--plate"), (args.group, "--group")):
+        _column(meta, name, flag, where)
+    out = args.out or default_out(args.embeddings, args.label, "report").with_suffix("")
+    opts = {"plate": args.plate, "group": args.group, "title": args.title, "where": where}
+    cv = {"n_splits": args.folds, "seed": args.seed, "k": args.k, "c": args.c}
+    blocks = read_blocks(args.embeddings) or None
+    res = write_report(emb, meta, out, args.label, blocks=blocks, **opts, **cv)
+    lin = res["linear"]
+    rows = [("linear accuracy", lin["accuracy"]), ("linear macro-F1", lin["macro_f1"])]
+    print(format_table(res["knn"]))
+    print("\n".join(f"{n:<18}{m['mean']:>8.3f}{m['std']:>8.3f}" for n, m in rows))
+    print(f"projection: {res['projection']['method']}")
+    if res["blocks"] is not None:
+        print(f"best block: {res['blocks']['best_block']}")
+    print(f"wrote {out / 'report.html'} and {out / 'report.md'}")
+    return 0
 
 
 def _head(r: dict[str, Any], what: str) -> str:

@@ -9,32 +9,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from biofm.eval.plots import project_2d
+
 log = logging.getLogger(__name__)
 
 
-def project_2d(emb: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D projection: UMAP when available, else PCA."""
-    x = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    try:
-        import umap
-
-        return umap.UMAP(random_state=seed).fit_transform(x), "UMAP"
-    except ImportError:
-        from sklearn.decomposition import PCA
-
-        return PCA(n_components=2, random_state=seed).fit_transform(x), "PCA"
-
-
-def scatter_grid(embs: dict[str, np.ndarray], meta: pd.DataFrame, colour_by: list[str],
-                 path: Path) -> str:
+def scatter_grid(
+    embs: dict[str, np.ndarray], meta: pd.DataFrame, colour_by: list[str], path: Path
+) -> str:
     """One row per embedding set, one column per metadata column; returns the method name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(embs), len(colour_by), figsize=(4.2 * len(colour_by),
-                             3.8 * len(embs)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(embs), len(colour_by), figsize=(4.2 * len(colour_by), 3.8 * len(embs)), squeeze=False
+    )
     method = "PCA"
     for r, (name, emb) in enumerate(embs.items()):
         xy, method = project_2d(emb)
@@ -55,8 +46,9 @@ def scatter_grid(embs: dict[str, np.ndarray], meta: pd.DataFrame, colour_by: lis
     return method
 
 
-def write_quickstart_report(out: Path, results: dict[str, Any], embs: dict[str, np.ndarray],
-                            meta: pd.DataFrame) -> Path:
+def write_quickstart_report(
+    out: Path, results: dict[str, Any], embs: dict[str, np.ndarray], meta: pd.DataFrame
+) -> Path:
     method = scatter_grid(embs, meta, ["treatment", "experiment", "plate"], out / "embedding.png")
     p, r = results["knn_accuracy_pretrained"], results["knn_accuracy_random_init"]
     lines = [
