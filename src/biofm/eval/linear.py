@@ -56,12 +56,15 @@ def linear_classification(
     seed: int = 0,
     c: float = 1.0,
     max_iter: int = 2000,
+    return_predictions: bool = False,
 ) -> dict[str, Any]:
     """Logistic-regression probe: accuracy, balanced accuracy and macro-F1, each
     mean/std/per-fold, plus counts. Classes with one sample are dropped (with a warning);
     errors name the fix for non-finite embeddings, too few classes, or labels confounded with
-    the groups."""
+    the groups. ``return_predictions`` adds ``"predictions"``: the true and out-of-fold
+    predicted class indices and the class names (``y``, ``pred``, ``classes``)."""
     p = prepare(emb, labels, groups, n_splits, seed, normalize=False)
+    oof = np.full(len(p.y), -1, dtype=np.intp)
     acc: list[float] = []
     bal: list[float] = []
     f1: list[float] = []
@@ -75,6 +78,7 @@ def linear_classification(
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
         clf.fit(p.x[train], p.y[train])
         pred = clf.predict(p.x[test])
+        oof[test] = pred
         acc.append(float(accuracy_score(p.y[test], pred)))
         with warnings.catch_warnings():  # a class absent from a grouped test fold
             warnings.simplefilter("ignore", UserWarning)
@@ -93,7 +97,9 @@ def linear_classification(
         "accuracy": _stats(acc),
         "balanced_accuracy": _stats(bal),
         "macro_f1": _stats(f1),
-    }
+        **({"predictions": {"y": p.y, "pred": oof, "classes": list(p.classes)}}
+           if return_predictions else {}),
+    }  # fmt: skip
 
 
 def _regression_inputs(

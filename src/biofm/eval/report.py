@@ -25,16 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
-from sklearn.model_selection import cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from biofm.core.errors import BadInputError
 from biofm.eval import plots
 from biofm.eval.blocks import block_probe
-from biofm.eval.knn import evaluate_knn, prepare
+from biofm.eval.knn import evaluate_knn
 from biofm.eval.linear import linear_classification
 
 MAX_POINTS = 20_000
@@ -57,14 +53,12 @@ def out_of_fold_predictions(
     n_splits: int = 5,
     seed: int = 0,
     c: float = 1.0,
-    max_iter: int = 2000,
 ) -> tuple[np.ndarray, np.ndarray, list[Any]]:
-    """True and out-of-fold predicted class indices, and the class names, of the linear probe:
-    the folds and the standardise + logistic-regression pipeline of ``linear_classification``."""
-    p = prepare(emb, labels, groups, n_splits, seed, normalize=False)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
-    pred = cross_val_predict(clf, p.x, p.y, cv=p.splits)
-    return p.y, np.asarray(pred, dtype=np.intp), p.classes
+    """True and out-of-fold predicted class indices, and the class names, of the linear probe
+    (``linear_classification``'s folds and pipeline)."""
+    oof = linear_classification(emb, labels, groups, n_splits, seed, c,
+                                return_predictions=True)["predictions"]  # fmt: skip
+    return oof["y"], oof["pred"], oof["classes"]
 
 
 def normalised_confusion(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -110,9 +104,11 @@ def write_report(
     x, y = x_all[keep], meta[label].to_numpy()[keep]
     g = None if group is None else meta[group].to_numpy()[keep]
     knn = evaluate_knn(x, y, groups=g, k=k, n_splits=n_splits, seed=seed)
-    lin = linear_classification(x, y, g, n_splits=n_splits, seed=seed, c=c)
-    y_int, pred, classes = out_of_fold_predictions(x, y, g, n_splits, seed, c)
-    conf = normalised_confusion(y_int, pred, len(classes))
+    lin = linear_classification(x, y, g, n_splits=n_splits, seed=seed, c=c,
+                                return_predictions=True)  # fmt: skip
+    oof = lin.pop("predictions")  # one fit gives the scores and the confusion matrix
+    classes = oof["classes"]
+    conf = normalised_confusion(oof["y"], oof["pred"], len(classes))
     blk = None
     if blocks:
         feats = {int(b): np.asarray(v)[keep] for b, v in blocks.items()}
