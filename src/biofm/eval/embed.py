@@ -234,20 +234,3 @@ def rows_by_id(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
             **meta,
         }
     return out
-
-
-def embed_path(
-    model: nn.Module,
-    source: Path,
-    out: Path,
-    cfg: EmbedConfig,
-    pattern: str = "auto",
-    **kwargs: Any,
-) -> tuple[int, int]:
-    """Embed a folder of images or a manifest CSV into ``out`` (resumable; see
-    :func:`biofm.eval.embed_run.embed_path`). Returns (number of images, embedding dimension).
-    """
-    from biofm.eval.embed_run import embed_path as run
-
-    summary = run(model, source, out, cfg, pattern=pattern, **kwargs)
-    return summary.n_images, summary.dim
