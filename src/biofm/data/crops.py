@@ -46,6 +46,30 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float | None:
     return float(edges[int(np.argmax(between)) + 1])
 
 
+def nucleus_labels(
+    dna: np.ndarray,
+    *,
+    sigma: float = 2.0,
+    min_area: int = 30,
+    max_area_fraction: float = 0.25,
+) -> tuple[np.ndarray, int]:
+    """(H, W) int labels 1..N of bright blobs in a (H, W) DNA image (0 = background), and N.
+
+    Blobs smaller than ``min_area`` pixels (noise) or larger than ``max_area_fraction`` of the
+    field (background above threshold) are dropped.
+    """
+    smooth = ndimage.gaussian_filter(dna.astype(np.float32, copy=False), sigma)
+    thr = otsu_threshold(smooth)
+    if thr is None:
+        return np.zeros(dna.shape, dtype=np.int64), 0
+    labels, n = ndimage.label(smooth > thr)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    keep = np.flatnonzero((areas >= min_area) & (areas <= max_area_fraction * dna.size)) + 1
+    relabel = np.zeros(n + 1, dtype=np.int64)
+    relabel[keep] = np.arange(1, len(keep) + 1)
+    return relabel[labels], len(keep)
+
+
 def nucleus_centroids(
     dna: np.ndarray,
     *,
@@ -53,23 +77,13 @@ def nucleus_centroids(
     min_area: int = 30,
     max_area_fraction: float = 0.25,
 ) -> np.ndarray:
-    """(N, 2) float (y, x) centroids of bright blobs in a (H, W) DNA image; (0, 2) if none.
-
-    Blobs smaller than ``min_area`` pixels (noise) or larger than ``max_area_fraction`` of the
-    field (background above threshold) are ignored.
-    """
-    smooth = ndimage.gaussian_filter(dna.astype(np.float32, copy=False), sigma)
-    thr = otsu_threshold(smooth)
-    if thr is None:
-        return np.zeros((0, 2))
-    labels, n = ndimage.label(smooth > thr)
+    """(N, 2) float (y, x) centroids of the blobs of `nucleus_labels`; (0, 2) if none."""
+    labels, n = nucleus_labels(dna, sigma=sigma, min_area=min_area,
+                               max_area_fraction=max_area_fraction)  # fmt: skip
     if n == 0:
         return np.zeros((0, 2))
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    keep = np.flatnonzero((areas >= min_area) & (areas <= max_area_fraction * dna.size)) + 1
-    if keep.size == 0:
-        return np.zeros((0, 2))
-    cents = ndimage.center_of_mass(np.ones_like(smooth), labels, keep)
+    cents = ndimage.center_of_mass(np.ones(dna.shape, dtype=np.float32), labels,
+                                   np.arange(1, n + 1))  # fmt: skip
     return np.asarray(cents, dtype=np.float64).reshape(-1, 2)
 
 

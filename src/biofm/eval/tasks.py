@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from biofm.core.errors import BadInputError
 from biofm.core.sample import Sample
-from biofm.data.crops import otsu_threshold
+from biofm.data.crops import nucleus_labels, otsu_threshold
 from biofm.io.corpus import shared_corpus_manifest
 from biofm.io.manifest import records
 from biofm.io.samples import load_sample
@@ -100,20 +100,6 @@ def dsb_nuclei(corpus: Any, root: Path, rng: np.random.Generator, most: int = 15
                 note="DSB2018 fluorescence 256² fields; target log1p(nuclei)")  # fmt: skip
 
 
-def _nuclei(dna: np.ndarray, min_area: int = 40) -> tuple[np.ndarray, int]:
-    smooth = ndimage.gaussian_filter(dna.astype(np.float64), 1.5)
-    thr = otsu_threshold(smooth)
-    if thr is None:
-        raise BadInputError("the DNA channel is constant", "check the ExampleHuman images")
-    labels, n = ndimage.label(ndimage.binary_opening(smooth > thr, iterations=1))
-    areas = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = np.flatnonzero(areas >= min_area)
-    keep = keep[keep > 0]
-    relabel = np.zeros(n + 1, dtype=np.int64)
-    relabel[keep] = np.arange(1, len(keep) + 1)
-    return relabel[labels], len(keep)
-
-
 def ph3_mitosis(corpus: Any, root: Path, rng: np.random.Generator, crop: int = 48) -> Task:
     rows = _rows(corpus, "ExampleHuman")
     if not rows:
@@ -121,7 +107,7 @@ def ph3_mitosis(corpus: Any, root: Path, rng: np.random.Generator, crop: int = 4
     s = load_sample(rows[0], root)
     names = list(s.channels)
     dna, ph3 = names.index("DNA"), names.index("PH3")
-    labels, n = _nuclei(s.pixels[dna])
+    labels, n = nucleus_labels(s.pixels[dna], sigma=1.5, min_area=40)
     index = np.arange(1, n + 1)
     centres = ndimage.center_of_mass(np.ones_like(labels), labels, index)
     ph3_mean = np.asarray(ndimage.mean(s.pixels[ph3].astype(np.float64), labels, index))
