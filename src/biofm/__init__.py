@@ -10,9 +10,10 @@ from typing import Any
 
 from biofm._version import __version__
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["__version__", "create_model", "list_models", "load_model"]
 
-_LAZY = {"create_model": "biofm.models", "list_models": "biofm.models"}
+_LAZY = {"create_model": "biofm.models", "list_models": "biofm.models",
+         "load_model": "biofm.release"}
 
 
 def __getattr__(name: str) -> Any:

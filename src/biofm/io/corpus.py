@@ -103,6 +103,30 @@ def _illumination(df: pd.DataFrame, folder: Path) -> pd.DataFrame:
     return df
 
 
+#: Where each corpus source comes from and under which licence (from ``../shared/data``'s
+#: README): a released model's card lists these for the sources it was trained on.
+PROVENANCE: dict[str, dict[str, str]] = {
+    "dsb2018": {"dataset": "2018 Data Science Bowl stage 1 (BBBC038)", "licence": "CC0-1.0",
+                "url": "https://bbbc.broadinstitute.org/BBBC038"},
+    "jump_BR00117006": {"dataset": "JUMP Cell Painting cpg0000, plate BR00117006",
+                        "licence": "CC0-1.0", "url": "https://github.com/jump-cellpainting"},
+    "pediatric_BR00143976": {"dataset": "pediatric cancer Cell Painting plate BR00143976",
+                             "licence": "BSD-3-Clause"},
+    "nf1_plate2": {"dataset": "NF1 Schwann-cell Cell Painting, plate 2", "licence": "BSD-3-Clause"},
+    "bbbc022": {"dataset": "BBBC022 Cell Painting (U2OS), one site", "licence": "CC0-1.0",
+                "url": "https://bbbc.broadinstitute.org/BBBC022"},
+    "ExampleHuman": {"dataset": "CellProfiler ExampleHuman (HeLa)", "licence": "CC0-1.0",
+                     "url": "https://github.com/CellProfiler/examples"},
+    "bbbc006": {"dataset": "BBBC006 focus stacks (U2OS)", "licence": "CC0-1.0",
+                "url": "https://bbbc.broadinstitute.org/BBBC006"},
+}
+for _name in ("ExampleFly", "ExampleSpeckles", "ExampleColocalization",
+              "ExampleIlluminationCorrection", "ExampleIlluminationCorrection_extra",
+              "ExampleStraightenWorms", "ExampleUntangleWorms", "ExampleCometAssay"):
+    PROVENANCE[_name] = {"dataset": f"CellProfiler example image set {_name}",
+                         "licence": "BSD-3-Clause", "url": "https://github.com/CellProfiler/examples"}
+
+
 _CP = "cellprofiler_examples/"
 DATASETS: tuple[CorpusDataset, ...] = (
     CorpusDataset("dsb2018", "dsb2018/images", "single", fix=_dsb),
