@@ -31,7 +31,7 @@ from biofm.eval.embed import EmbedConfig, embed_manifest
 from biofm.eval.profiling import profile_report
 from biofm.io.manifest import read_manifest, records
 from biofm.io.samples import load_sample
-from biofm.models.io import load_encoder_any
+from biofm.release import load_model
 
 
 def field_features(method: str, model: Any, manifest: Path) -> tuple[np.ndarray, pd.DataFrame]:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models = {}
     for spec in args.model:
         name, _, path = spec.partition("=")
-        models[name] = load_encoder_any(path).eval()
+        models[name] = load_model(path).eval()
     models["untrained"] = untrained_like(next(iter(models.values())), seed=args.seed)
     rows = []
     cache = Path(tempfile.mkdtemp(prefix="biofm-copairs-"))

@@ -41,7 +41,7 @@ from biofm.eval.linear import linear_classification, linear_regression
 from biofm.eval.profiling import replicate_average_precision
 from biofm.eval.sample_embed import embed_samples, model_input_size
 from biofm.eval.tasks import TASKS, Task, build_tasks
-from biofm.models.io import load_encoder_any
+from biofm.release import load_model
 
 BASELINES = ("untrained", "handcrafted", "pixel_pca")
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models: dict[str, Any] = {}
     for spec in args.model:
         name, _, path = spec.partition("=")
-        models[name] = load_encoder_any(path).eval()
+        models[name] = load_model(path).eval()
     if models:
         models["untrained"] = untrained_like(next(iter(models.values())), seed=args.seed)
     methods = [*models, "handcrafted", "pixel_pca"]  # models include "untrained" when given

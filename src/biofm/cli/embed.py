@@ -6,20 +6,23 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from biofm.cli import MODEL_HELP
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "embed",
         help="embed images with a pretrained encoder",
         description="Embed every image of INPUT (a folder of images or a manifest CSV) with "
-        "MODEL (a run directory of 'biofm train' or an encoder folder). Small images are "
+        "MODEL (a shipped model such as biofm-vit-tiny, a release or encoder folder, a run "
+        "directory of 'biofm train' or a Hugging Face repo id). Small images are "
         "brought up to the model's input; large fields are tiled and tiles averaged. Writes "
         "one row per image: path, metadata, emb_0000... (parquet), or a .zarr store with an "
         "'emb' array and the metadata. Results are saved in chunks in OUT.partial/ as they "
         "come: rerunning the same command after an interruption continues where it stopped.",
     )
     p.add_argument("input", help="folder of images, or manifest CSV")
-    p.add_argument("--model", required=True, help="run directory or encoder folder")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="output file: .parquet or .zarr")
     p.add_argument(
         "--format",
@@ -66,9 +69,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from biofm.eval.embed import EmbedConfig
     from biofm.eval.embed_run import embed_path
-    from biofm.models.io import load_encoder_any
+    from biofm.release import load_model
 
-    model = load_encoder_any(args.model)
+    model = load_model(args.model)
     cfg = EmbedConfig.for_model(
         model,
         tile=args.tile,

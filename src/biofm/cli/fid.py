@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from biofm.cli import MODEL_HELP
 from biofm.core.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("real", type=Path, metavar="REAL", help="folder, manifest CSV or .npz")
     p.add_argument("fake", type=Path, metavar="FAKE", help="folder or manifest CSV")
-    p.add_argument("--model", required=True, help="run directory or encoder folder")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--json", required=True, type=Path, metavar="OUT", help="results JSON")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument(
@@ -117,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
         kid,
         load_stats,
     )
-    from biofm.models.io import load_encoder_any
+    from biofm.release import load_model
 
-    model = load_encoder_any(args.model)
+    model = load_model(args.model)
     sha = model_sha256(model)
     card = getattr(model, "weights_card", {}) or {}
     crop = args.crop or int(card.get("tile", 64))

@@ -12,7 +12,7 @@ from biofm._version import __version__
 from biofm.core.errors import BiofmError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
-SUBCOMMANDS = ("quickstart", "data", "train", "embed", "eval", "idr", "fid")
+SUBCOMMANDS = ("quickstart", "data", "train", "embed", "eval", "idr", "fid", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

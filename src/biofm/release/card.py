@@ -23,14 +23,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import nn
 
 from biofm._version import __version__
 from biofm.core.channels import DEFAULT_VOCAB
 from biofm.core.errors import BadInputError
-from biofm.io.corpus import PROVENANCE
 from biofm.models.registry import create_model, list_models
 
 CARD_FORMAT = "biofm-card/1"
@@ -120,6 +118,10 @@ def sha256_file(path: str | Path) -> str:
 
 def training_data(manifest: str | Path) -> dict[str, Any]:
     """Sources of a training manifest with image counts, licences and the manifest's hash."""
+    import pandas as pd
+
+    from biofm.io.corpus import PROVENANCE
+
     path = Path(manifest)
     if not path.is_file():
         raise BadInputError(f"training manifest {path} not found",
@@ -150,3 +152,12 @@ def make_card(model: nn.Module, *, name: str, base: Mapping[str, Any] | None = N
     if evaluation is not None:
         card["evaluation"] = dict(evaluation)
     return check_card(card, name)
+
+
+def release_card(model: nn.Module, name: str | None = None) -> dict[str, Any]:
+    """``model``'s card as a release card (an encoder card of ``biofm train`` is upgraded)."""
+    card = dict(getattr(model, "weights_card", None) or {})
+    if card.get("format") == CARD_FORMAT and (name is None or card.get("name") == name):
+        return check_card(card, str(card.get("name")))
+    default = str(card.get("name") or getattr(model, "model_name", "biofm-model"))
+    return make_card(model, name=name or default.replace("_", "-"), base=card)

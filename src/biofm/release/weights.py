@@ -39,7 +39,9 @@ def save_release(model: nn.Module, out_dir: str | Path, card: Mapping[str, Any],
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", "biofm_card": str(card["format"])})
+    # one metadata key: safetensors writes its metadata map in no fixed order, and the same
+    # weights should give the same bytes (and sha256)
+    save_file(state, str(tmp), metadata={"format": "pt"})
     os.chmod(tmp, 0o644)
     card = {**card, "weights_sha256": sha256_file(tmp)}
     os.replace(tmp, out / WEIGHTS_FILE)

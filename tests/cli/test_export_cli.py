@@ -1,0 +1,59 @@
+"""``biofm export release|hf|torchhub`` end to end through ``biofm.cli.main``, and the errors
+a user sees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import biofm
+from biofm.cli.main import main
+from biofm.models.io import save_encoder
+
+SMALL = {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}
+
+
+@pytest.fixture()
+def encoder_dir(tmp_path: Path) -> Path:
+    model = biofm.create_model("biovit_tiny", **SMALL)
+    return save_encoder(model, tmp_path / "enc", extra={"objective": "simclr",
+                                                        "trained_steps": 7, "input_size": 64})
+
+
+def test_release_then_hub_and_torchhub_exports(encoder_dir: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,source\na,dsb2018\nb,bbbc022\n")
+    rel = tmp_path / "rel"
+    assert main(["export", "release", str(encoder_dir), "--name", "cli-tiny", "--out", str(rel),
+                 "--manifest", str(manifest)]) == 0
+    card = json.loads((rel / "config.json").read_text())
+    assert card["name"] == "cli-tiny" and card["training"]["steps"] == 7
+    assert [s["source"] for s in card["training"]["sources"]] == ["bbbc022", "dsb2018"]
+    assert card["biofm_version"] == biofm.__version__
+
+    assert main(["export", "hf", str(rel), "--out", str(tmp_path / "hf")]) == 0
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "README.md", "config.json", "model.safetensors"]
+    assert json.loads((tmp_path / "hf/config.json").read_text())["weights_sha256"] == card[
+        "weights_sha256"]
+
+    capsys.readouterr()
+    assert main(["export", "torchhub", str(rel), "--out", str(tmp_path / "th")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    weights = Path(printed["weights"])
+    assert weights.name == f"cli-tiny-{card['weights_sha256'][:8]}.safetensors"
+    assert f"v{biofm.__version__}" in printed["usage"] and weights.is_file()
+
+
+def test_export_errors_name_the_fix(encoder_dir: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "hf", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert "Fix:" in capsys.readouterr().err
+    (tmp_path / "t.json").write_text(json.dumps({"results": []}))
+    assert main(["export", "release", str(encoder_dir), "--name", "x", "--out",
+                 str(tmp_path / "r"), "--tasks", str(tmp_path / "t.json")]) == 2
+    assert "method" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
