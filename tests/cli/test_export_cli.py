@@ -57,3 +57,23 @@ def test_export_errors_name_the_fix(encoder_dir: Path, tmp_path: Path,
                  str(tmp_path / "r"), "--tasks", str(tmp_path / "t.json")]) == 2
     assert "method" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_bioimageio_package_from_the_command_line(encoder_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("bioimageio.spec")
+    import zipfile
+
+    import numpy as np
+    import tifffile
+
+    pkg = tmp_path / "pkg.zip"
+    assert main(["export", "bioimageio", str(encoder_dir), "--out", str(pkg), "--channels",
+                 "DNA,Mito", "--input-size", "32", "--authors", "A. Lab"]) == 0
+    names = zipfile.ZipFile(pkg).namelist()
+    assert "rdf.yaml" in names or "bioimageio.yaml" in names
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "three.tif", rng.integers(0, 4000, (3, 40, 40), dtype=np.uint16))
+    assert main(["export", "bioimageio", str(encoder_dir), "--out", str(tmp_path / "b.zip"),
+                 "--channels", "DNA,Mito", "--input-size", "32", "--sample",
+                 str(tmp_path / "three.tif")]) == 2
+    assert not (tmp_path / "b.zip").exists()

@@ -59,6 +59,7 @@ def register(subparsers: Any) -> None:
                      help="comma-separated channel names, in the order the package takes them")
     bio.add_argument("--input-size", type=int, help="tile side (default: the card's)")
     bio.add_argument("--sample", help="an image file to use as the package's test input")
+    bio.add_argument("--authors", help="comma-separated author names")
     bio.set_defaults(func=bioimageio_cmd)
 
 
@@ -106,7 +107,8 @@ def bioimageio_cmd(args: argparse.Namespace) -> int:
         from biofm.io.images import read_image
 
         sample = read_image(args.sample).pixels
+    authors = [a.strip() for a in args.authors.split(",")] if args.authors else None
     out = export_bioimageio(load_model(args.model), args.out, channels=channels,
-                            input_size=args.input_size, sample=sample)
+                            input_size=args.input_size, sample=sample, authors=authors)
     print(f"bioimage.io package: {out}")
     return 0

@@ -81,6 +81,19 @@ class BiofmModel(nn.Module, _Base, **_HUB_INFO):
         return ModelCard(model_card_markdown(self.release_card))
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *,
+                        force_download: bool = False, token: str | bool | None = None,
+                        cache_dir: str | Path | None = None, local_files_only: bool = False,
+                        revision: str | None = None, **kwargs: Any) -> BiofmModel:
+        """A release folder or Hub repo id -> ``BiofmModel``; errors are biofm's (they name
+        the fix) and the card is read once, by the same strict loader as ``biofm.load_model``."""
+        _require_hub()
+        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path),
+                                    revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download,
+                                    local_files_only=local_files_only, token=token)
+
+    @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None,
                          cache_dir: str | Path | None, force_download: bool,
                          local_files_only: bool, token: str | bool | None,
