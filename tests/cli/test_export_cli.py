@@ -77,3 +77,27 @@ def test_bioimageio_package_from_the_command_line(encoder_dir: Path, tmp_path: P
                  "--channels", "DNA,Mito", "--input-size", "32", "--sample",
                  str(tmp_path / "three.tif")]) == 2
     assert not (tmp_path / "b.zip").exists()
+
+
+def test_embed_a_folder_with_the_shipped_model(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's one command: a folder of images, the shipped model, no download."""
+    import numpy as np
+    import pandas as pd
+    import tifffile
+
+    from biofm.io.embeddings import read_embeddings
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "my_images"
+    folder.mkdir()
+    for i, c in enumerate((1, 2, 3)):
+        tifffile.imwrite(folder / f"img{i}.tif", rng.integers(0, 4000, (c, 80, 90),
+                                                               dtype=np.uint16),
+                         photometric="minisblack")
+    out = tmp_path / "emb.parquet"
+    assert main(["embed", str(folder), "--model", "biofm-vit-tiny", "--out", str(out),
+                 "--no-progress"]) == 0
+    emb, meta = read_embeddings(out)
+    assert emb.shape == (3, 192) and np.isfinite(emb).all()
+    assert isinstance(meta, pd.DataFrame) and len(meta) == 3

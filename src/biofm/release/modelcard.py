@@ -114,6 +114,20 @@ def _data_table(training: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+#: corpus sources whose images the tasks of ``benchmarks/tasks.py`` draw on
+TASK_SOURCES = {"dsb2018", "ExampleHuman", "bbbc006", "jump_BR00117006",
+                "pediatric_BR00143976", "nf1_plate2", "bbbc022"}
+
+
+def _overlap(card: Mapping[str, Any]) -> list[str]:
+    seen = {s["source"] for s in (card.get("training") or {}).get("sources", [])}
+    shared = sorted(seen & TASK_SOURCES)
+    if not shared or not (card.get("evaluation") or {}).get("results"):
+        return []
+    return [f"- The task images of {', '.join(shared)} were among the unlabelled pretraining "
+            "images (no task label was used in training); digits is held out entirely."]
+
+
 def model_card_markdown(card: Mapping[str, Any]) -> str:
     """``README.md`` text for a release card."""
     name = card.get("name", card["model_name"])
@@ -149,7 +163,7 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
         "- Trained on a small corpus on CPU: a demonstration-scale model, not a replacement for "
         "large pretrained encoders. Compare with the baselines above before relying on it.",
         "- Images are read at their native pixel size; objects much larger or smaller than in "
-        "the training data may embed poorly.", "",
+        "the training data may embed poorly.", *_overlap(card), "",
         "## Citation", "",
         "The architecture follows ChAda-ViT (Bourriez et al., CVPR 2024, arXiv:2311.15264); "
         "the objective SimCLR (Chen et al., ICML 2020, arXiv:2002.05709) or DINO "
