@@ -60,3 +60,32 @@ def test_index_shared(shared_data: Path, tmp_path: Path,
     line = capsys.readouterr().out
     assert "wrote 771 rows (15 sources)" in line and "6 ch: 1" in line
     assert len(read_manifest(out)) == 771
+    fold = tmp_path / "fold.csv"
+    assert _run(["data", "index-shared", str(shared_data), "--exclude-source", "dsb2018",
+                 "--exclude-source", "bbbc006", "--out", str(fold)]) == 0
+    sources = set(read_manifest(fold)["source"])
+    assert "dsb2018" not in sources and "bbbc006" not in sources and len(sources) == 13
+    with pytest.raises(BadInputError, match="no source named nope"):
+        _run(["data", "index-shared", str(shared_data), "--exclude-source", "nope",
+              "--out", str(fold)])
+
+
+def test_norm_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pandas as pd
+
+    from biofm.data.norm_stats import NormStats
+    from tests.data.test_norm_stats import _manifest
+
+    csv = tmp_path / "m.csv"
+    _manifest(tmp_path).to_csv(csv, index=False)
+    out = tmp_path / "s.norm.json"
+    assert _run(["data", "norm-stats", str(csv), "--out", str(out)]) == 0
+    assert "statistics of 2 group(s) (plate)" in capsys.readouterr().out
+    stats = NormStats.load(out)
+    assert set(stats.groups) == {"p1", "p2"} and stats.channels == ["DAPI", "actin"]
+    assert _run(["data", "norm-stats", str(csv), "--scope", "reference", "--fit-on",
+                 "compound=DMSO", "--out", str(out)]) == 0
+    assert NormStats.load(out).groups == {} and "compound=DMSO" in NormStats.load(out).fitted_on
+    with pytest.raises(BadInputError, match="--norm-by"):
+        _run(["data", "norm-stats", str(csv), "--by", "batch", "--out", str(out)])
+    assert pd.read_csv(csv).shape[0] == 8

@@ -101,3 +101,11 @@ def test_embed_a_folder_with_the_shipped_model(tmp_path: Path,
     emb, meta = read_embeddings(out)
     assert emb.shape == (3, 192) and np.isfinite(emb).all()
     assert isinstance(meta, pd.DataFrame) and len(meta) == 3
+    # --model is optional: the recommended shipped model, also biofm.load_model()'s default
+    import biofm
+
+    out2 = tmp_path / "emb2.parquet"
+    assert main(["embed", str(folder), "--out", str(out2), "--no-progress"]) == 0
+    np.testing.assert_allclose(read_embeddings(out2)[0], emb, atol=1e-6)
+    assert biofm.load_model().weights_card["name"] == "biofm-vit-tiny"
+    assert "normalisation: scope source" in capsys.readouterr().out

@@ -161,3 +161,18 @@ def test_dataset_pickles_for_spawned_workers() -> None:
     ds.set_epoch(3)
     clone = pickle.loads(pickle.dumps(ds))
     assert clone.epoch == 3 and len(clone) == 1
+
+
+def test_multi_scale_crops_draw_their_side_from_crop_sizes(tmp_path: Path) -> None:
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "f.tif"
+    tifffile.imwrite(path, rng.integers(0, 4000, (2, 96, 96), dtype=np.uint16))
+    df = pd.DataFrame({"id": ["f"], "paths": [str(path)], "channels": ["DAPI;actin"]})
+    ds = ManifestDataset(df, crop_size=64, crops_per_field=30, crop_sizes=(32, 48, 64))
+    sizes = {ds[i]["views"][0][0].shape[-1] for i in range(30)}  # type: ignore[index]
+    assert sizes == {32, 48, 64}
+    assert {ds[i]["meta"]["crop_size"] for i in range(30)} == sizes  # type: ignore[index]
+    with pytest.raises(ConfigError, match="crop_sizes"):
+        ManifestDataset(df, crop_size=64, crop_sizes=(32, 96))

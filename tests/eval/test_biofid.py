@@ -187,3 +187,28 @@ def test_cli_writes_json_and_refuses_mismatched_reference(
     )
     err = capsys.readouterr().err
     assert "channels" in err and "Fix:" in err
+
+
+def test_cli_scales_with_saved_statistics(
+    nf1: list[Sample], model: torch.nn.Module, shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """--norm-stats replaces the percentiles fitted on REAL; statistics for other channels
+    are refused with the fix."""
+    from biofm.data.norm_fit import fit_sample_stats
+
+    enc = save_encoder(model, tmp_path / "enc")
+    fakes = _write_fakes(nf1, tmp_path / "fakes", 2.0)
+    stats = fit_sample_stats(nf1, "reference")
+    stats.save(tmp_path / "s.json")
+    out = tmp_path / "fid.json"
+    base = ["fid", str(shared_data / NF1), str(fakes), "--model", str(enc), "--crop", "64",
+            "--max-crops", "8"]  # fmt: skip
+    assert main([*base, "--json", str(out), "--norm-stats", str(tmp_path / "s.json")]) == 0
+    scaling = json.loads(out.read_text())["preprocessing"]["scaling"]
+    assert scaling["hi"] == [stats.reference[c][1] for c in ("DAPI", "GFP", "RFP")]
+    other = fit_sample_stats([Sample(s.pixels, ["A", "B", "C"]) for s in nf1], "reference")
+    other.save(tmp_path / "o.json")
+    capsys.readouterr()
+    assert main([*base, "--json", str(out), "--norm-stats", str(tmp_path / "o.json")]) == 2
+    assert "has no normalisation statistics" in capsys.readouterr().err

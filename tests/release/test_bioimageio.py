@@ -158,3 +158,36 @@ def test_package_matches_embed_samples_on_a_real_tile(shared_data: Path, tmp_pat
     out = theirs.members["embedding"].data.values  # type: ignore[index]
     assert out.shape == ours.shape == (1, 192)
     assert np.abs(out - ours).max() < 1e-4
+
+
+def test_package_with_fixed_statistics_keeps_intensity(tmp_path: Path) -> None:
+    """Statistics baked in as scale_linear: bioimageio.core's pipeline gives biofm's own
+    embedding with the same statistics, and a dimmer copy of the tile embeds differently."""
+    from bioimageio.core import predict
+    from bioimageio.spec import load_description
+
+    from biofm.core.sample import Sample
+    from biofm.data.norm_fit import fit_sample_stats
+    from biofm.eval.sample_embed import embed_samples
+
+    _spec_ok()
+    rng = np.random.default_rng(0)
+    tiles = [rng.gamma(2.0, 300.0 * (k + 1), (3, SIZE, SIZE)).astype(np.uint16)
+             for k in range(20)]  # 20 x 32² px: enough to fit
+    stats = fit_sample_stats([Sample(t, CHANNELS) for t in tiles], "reference")
+    model = _model()
+    pkg = export_bioimageio(model, tmp_path / "fixed.zip", channels=CHANNELS, sample=tiles[3],
+                            norm_stats=stats)  # fmt: skip
+    (image,) = load_description(pkg).inputs  # type: ignore[union-attr]
+    assert [p.id for p in image.preprocessing][:3] == ["ensure_dtype", "scale_linear", "clip"]
+    for tile in (tiles[3], tiles[3] // 3):
+        ours = embed_samples(model, [Sample(tile, CHANNELS)], input_size=SIZE, norm_stats=stats)
+        theirs = predict(model=str(pkg), inputs=tile[None].astype(np.float32))
+        out = theirs.members["embedding"].data.values  # type: ignore[index]
+        assert np.abs(out - ours).max() < 1e-4
+    bright, dim = (embed_samples(model, [Sample(t, CHANNELS)], input_size=SIZE, norm_stats=stats)
+                   for t in (tiles[3], tiles[3] // 3))  # fmt: skip
+    assert np.abs(bright - dim).max() > 1e-3
+    other = fit_sample_stats([Sample(t, ["GFP", "RFP", "CFP"]) for t in tiles], "reference")
+    with pytest.raises(BadInputError, match="has no normalisation statistics"):
+        export_bioimageio(model, tmp_path / "x.zip", channels=CHANNELS, norm_stats=other)

@@ -3,6 +3,7 @@ bad samples, divergence, config errors."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -218,3 +219,19 @@ def test_wsdino_needs_no_plate_column(screen: Path, tmp_path: Path) -> None:
     assert len(trainer.dataset) == len(df)
     with pytest.raises(ConfigError, match=r"weak\.plate"):
         Trainer(_cfg(manifest, tmp_path / "run2", "objective=supcon"))
+
+
+def test_source_normalisation_is_fitted_saved_and_carried_to_the_card(
+        screen: Path, tmp_path: Path) -> None:  # fmt: skip
+    out = pretrain(_cfg(screen, tmp_path / "run", "optim.max_steps=2",
+                        "data.normalize={scope: source, group_by: plate}"))  # fmt: skip
+    stats = json.loads((out / "norm_stats.json").read_text())
+    assert stats["scope"] == "source" and stats["group_by"] == "plate" and stats["groups"]
+    card = load_encoder(out / "encoder").weights_card
+    assert card["normalize"]["scope"] == "source"
+    assert card["normalize_stats"]["groups"] == stats["groups"]
+    # a resumed run reuses the saved statistics instead of refitting
+    (out / "norm_stats.json").write_text(json.dumps({**stats, "fitted_on": "kept"}))
+    pretrain(_cfg(screen, tmp_path / "run", "optim.max_steps=3",
+                  "data.normalize={scope: source, group_by: plate}"))  # fmt: skip
+    assert json.loads((out / "norm_stats.json").read_text())["fitted_on"] == "kept"

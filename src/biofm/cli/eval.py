@@ -15,18 +15,15 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
-from biofm.core.errors import BadInputError
-from biofm.eval.blocks import block_probe
-from biofm.eval.knn import evaluate_knn
-from biofm.eval.linear import linear_classification, linear_regression
-from biofm.eval.report import write_report
-from biofm.io.embeddings import read_blocks, read_embeddings
+from biofm.cli.eval_tables import format_blocks_table, format_table, head_line, metric_table
 
+# numpy, pandas and the probes load inside the run functions: building the parser stays light.
 log = logging.getLogger(__name__)
 
 
@@ -129,6 +126,8 @@ def _column(meta: pd.DataFrame, name: str | None, flag: str, where: str) -> np.n
     if name is None:
         return None
     if name not in meta.columns:
+        from biofm.core.errors import BadInputError
+
         available = ", ".join(map(str, meta.columns)) or "(none)"
         raise BadInputError(
             f"no column {name!r} for {flag}",
@@ -146,6 +145,10 @@ def default_out(path: Path, label: str, kind: str = "knn") -> Path:
 
 def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Embeddings, label and group values of the rows that have both, and that row mask."""
+    import pandas as pd
+
+    from biofm.io.embeddings import read_embeddings
+
     where = str(args.embeddings)
     emb, meta = read_embeddings(args.embeddings)
     labels = _column(meta, args.label, args.column_flag, where)
@@ -176,6 +179,8 @@ def _finish(args: argparse.Namespace, results: dict[str, Any], keep: np.ndarray,
 
 def run_knn(args: argparse.Namespace) -> int:
     """Run both nearest-neighbour probes, print a table, write JSON."""
+    from biofm.eval.knn import evaluate_knn
+
     emb, labels, groups, keep = _load(args)
     results = evaluate_knn(
         emb, labels, groups=groups, k=args.k, n_splits=args.folds, seed=args.seed
@@ -185,19 +190,26 @@ def run_knn(args: argparse.Namespace) -> int:
 
 def run_linear(args: argparse.Namespace) -> int:
     """Logistic-regression probe, printed table and JSON."""
+    from biofm.eval.linear import linear_classification
+
     emb, labels, groups, keep = _load(args)
     res = linear_classification(emb, labels, groups, n_splits=args.folds, seed=args.seed, c=args.c)
-    head = _head(res, f"{res['n_classes']} classes")
+    head = head_line(res, f"{res['n_classes']} classes")
     rows = [
         ("accuracy", res["accuracy"]),
         ("balanced accuracy", res["balanced_accuracy"]),
         ("macro-F1", res["macro_f1"]),
     ]
-    return _finish(args, res, keep, _metric_table(head, rows))
+    return _finish(args, res, keep, metric_table(head, rows))
 
 
 def run_regress(args: argparse.Namespace) -> int:
     """Ridge regression probe of a numeric column, printed table and JSON."""
+    import numpy as np
+
+    from biofm.core.errors import BadInputError
+    from biofm.eval.linear import linear_regression
+
     emb, target, groups, keep = _load(args)
     try:
         y = np.asarray(target, dtype=np.float64)
@@ -220,11 +232,15 @@ def run_regress(args: argparse.Namespace) -> int:
     )
     res["log1p"] = bool(args.log1p)
     rows = [("R^2", res["r2"]), ("MAE", res["mae"])]
-    return _finish(args, res, keep, _metric_table(_head(res, f"target {args.label}"), rows))
+    return _finish(args, res, keep, metric_table(head_line(res, f"target {args.label}"), rows))
 
 
 def run_blocks(args: argparse.Namespace) -> int:
     """Probe each block of a ``biofm embed --blocks`` table; table of blocks and best block."""
+    from biofm.core.errors import BadInputError
+    from biofm.eval.blocks import block_probe
+    from biofm.io.embeddings import read_blocks
+
     _, labels, groups, keep = _load(args)
     blocks = read_blocks(args.embeddings)
     if not blocks:
@@ -240,6 +256,9 @@ def run_blocks(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write report.md, report.html, report.json and PNG plots; print the summary table."""
+    from biofm.eval.report import write_report
+    from biofm.io.embeddings import read_blocks, read_embeddings
+
     where = str(args.embeddings)
     emb, meta = read_embeddings(args.embeddings)
     for name, flag in ((args.label, "--label"), (args.plate, "--plate"), (args.group, "--group")):
@@ -260,49 +279,6 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _head(r: dict[str, Any], what: str) -> str:
-    grouped = " (grouped)" if r.get("grouped") else ""
-    return f"{r['n_samples']} samples, {what}, {r['n_splits']} folds{grouped}"
-
-
-def _metric_table(head: str, rows: list[tuple[str, dict[str, Any]]]) -> str:
-    lines = [head, f"{'metric':<18}{'mean':>8}{'std':>8}"]
-    lines += [f"{name:<18}{m['mean']:>8.3f}{m['std']:>8.3f}" for name, m in rows]
-    return "\n".join(lines)
-
-
-def format_blocks_table(r: dict[str, Any]) -> str:
-    """One line per block: dim, primary and secondary metric mean +- std; best block marked."""
-    p, s = r["metric"], r["secondary_metric"]
-    lines = [
-        _head(r, f"{r['n_classes']} classes") + f", probe {r['probe']}",
-        f"{'block':>6}{'dim':>6}{p:>24}{s:>20}",
-    ]
-    for row in r["blocks"]:
-        mark = "  <- best" if row["block"] == r["best_block"] else ""
-        a, b = row[p], row[s]
-        lines.append(
-            f"{row['block']!s:>6}{row['dim']:>6}{a['mean']:>16.3f} +- {a['std']:.3f}"
-            f"{b['mean']:>12.3f} +- {b['std']:.3f}{mark}"
-        )
-    lines.append(f"best block: {r['best_block']} ({p} {r['best_score']:.3f})")
-    return "\n".join(lines)
-
-
-def format_table(r: dict[str, Any]) -> str:
-    """Small text table of the results."""
-    head = f"{r['n_samples']} samples, {r['n_classes']} classes, {r['n_splits']} folds" + (
-        " (grouped)" if r.get("grouped") else ""
-    )
-    rows = [
-        ("1-NN macro-F1", r["one_nn_macro_f1"]),
-        (f"{r['knn_top1']['k']}-NN top-1 acc", r["knn_top1"]),
-    ]
-    lines = [head, f"{'metric':<18}{'mean':>8}{'std':>8}"]
-    lines += [f"{name:<18}{m['mean']:>8.3f}{m['std']:>8.3f}" for name, m in rows]
-    return "\n".join(lines)
-
-
 def _write_json(out: Path, data: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -311,6 +287,8 @@ def _write_json(out: Path, data: dict[str, Any]) -> None:
 
 
 def _json_default(value: Any) -> Any:
+    import numpy as np
+
     if isinstance(value, np.generic):
         return value.item()
     return str(value)

@@ -60,6 +60,12 @@ def register(subparsers: Any) -> None:
     bio.add_argument("--input-size", type=int, help="tile side (default: the card's)")
     bio.add_argument("--sample", help="an image file to use as the package's test input")
     bio.add_argument("--authors", help="comma-separated author names")
+    bio.add_argument("--norm-stats", metavar="FILE",
+                     help="bake fixed per-channel statistics (biofm data norm-stats, or an "
+                     "embedding's OUT.norm.json) into the package instead of per-image scaling")
+    bio.add_argument("--norm-group", metavar="GROUP",
+                     help="with per-plate statistics: the plate/source whose statistics to use "
+                     "(default: the pooled reference)")
     bio.set_defaults(func=bioimageio_cmd)
 
 
@@ -108,7 +114,13 @@ def bioimageio_cmd(args: argparse.Namespace) -> int:
 
         sample = read_image(args.sample).pixels
     authors = [a.strip() for a in args.authors.split(",")] if args.authors else None
+    stats = None
+    if args.norm_stats:
+        from biofm.data.norm_stats import NormStats
+
+        stats = NormStats.load(args.norm_stats)
     out = export_bioimageio(load_model(args.model), args.out, channels=channels,
-                            input_size=args.input_size, sample=sample, authors=authors)
+                            input_size=args.input_size, sample=sample, authors=authors,
+                            norm_stats=stats, norm_group=args.norm_group)
     print(f"bioimage.io package: {out}")
     return 0

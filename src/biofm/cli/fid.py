@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from biofm.cli import MODEL_HELP
-from biofm.core.errors import BadInputError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
     from biofm.eval.biofid import Protocol
 
 
@@ -74,6 +73,14 @@ def register(sub: Any) -> None:
         help="quantise scaled intensities to this many levels (e.g. 256 when the fakes are 8-bit)",
     )
     p.add_argument("--pattern", default="auto", help="how files form multichannel images")
+    p.add_argument(
+        "--norm-stats", metavar="FILE",
+        help="scale real and fake images with these saved per-channel statistics (e.g. the "
+        "controls of a plate: 'biofm data norm-stats --fit-on compound=DMSO') instead of "
+        "percentiles fitted on REAL",
+    )
+    p.add_argument("--norm-group", metavar="GROUP",
+                   help="with per-plate statistics: the plate/source to use (default: pooled)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -83,6 +90,8 @@ def register(sub: Any) -> None:
 def _channels(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
+    from biofm.core.errors import BadInputError
+
     names = tuple(c.strip() for c in text.split(",") if c.strip())
     if not names:
         raise BadInputError(f"--channels {text!r} names no channel", "e.g. --channels DNA,RNA")
@@ -91,6 +100,8 @@ def _channels(text: str | None) -> tuple[str, ...] | None:
 
 def _column(meta: pd.DataFrame, name: str, which: str) -> np.ndarray:
     if name not in meta.columns:
+        from biofm.core.errors import BadInputError
+
         cols = ", ".join(c for c in meta.columns if c not in ("crop_index",)) or "(none)"
         raise BadInputError(
             f"{which} images have no metadata column {name!r}",
@@ -100,6 +111,7 @@ def _column(meta: pd.DataFrame, name: str, which: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    from biofm.core.errors import BadInputError
     from biofm.eval.biofid import (
         BioFIDConfig,
         extract_features,
@@ -158,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         real_src, n_real = image_source(args.real, args.pattern)
         protocol = fit_protocol(real_src(), cfg, n_real)
+        if args.norm_stats:
+            protocol = _with_stats(protocol, args.norm_stats, args.norm_group, card, sha)
     meta = metadata(sha, protocol)
     if needs_real:
         real_src, _ = image_source(args.real, args.pattern)
@@ -216,8 +230,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_stats(protocol: Protocol, path: str, group: str | None, card: dict[str, Any],
+                sha: str) -> Protocol:  # fmt: skip
+    """``protocol`` with the per-channel (lo, hi) of saved statistics."""
+    from dataclasses import replace
+
+    from biofm.core.errors import BadInputError
+    from biofm.data.norm_stats import NormStats
+
+    stats = NormStats.load(path)
+    stats.check_for({}, sha)
+    ranges = stats.ranges(list(protocol.channels), group, path)
+    if ranges is None:
+        raise BadInputError(f"{path} holds too few pixels to scale with",
+                            "fit statistics on more images, or drop --norm-stats")  # fmt: skip
+    return replace(protocol, lo=tuple(map(float, ranges[0])), hi=tuple(map(float, ranges[1])),
+                   low=stats.low, high=stats.high)
+
+
 def _protocol_from(meta: dict[str, Any], where: str) -> Protocol:
     """The protocol recorded in reference statistics metadata."""
+    from biofm.core.errors import BadInputError
     from biofm.eval.biofid import Protocol
 
     try:

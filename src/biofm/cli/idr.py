@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    from biofm.idr.catalog import Catalog
 
-from biofm.idr.catalog import ENV_VAR, Catalog, load_catalog
-
-_CATALOG_HELP = (f"folder with IDR's idr_studies.tsv (default: ${ENV_VAR}, "
+# biofm.idr.catalog.ENV_VAR, written out so that building the parser imports no pandas
+# (tests/cli/test_cli_startup.py keeps the two equal).
+CATALOG_ENV_VAR = "BIOFM_IDR_CATALOG"
+_CATALOG_HELP = (f"folder with IDR's idr_studies.tsv (default: ${CATALOG_ENV_VAR}, "
                  "else ../shared/idr/catalog)")
+
+
+def _missing(value: Any) -> bool:
+    """None or a pandas missing value (NaN, NA, NaT)."""
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
 
 
 def _size(tb: Any) -> str:
     """Terabytes -> a short human size."""
-    if tb is None or pd.isna(tb):
+    if _missing(tb):
         return "?"
     for unit, scale in (("TB", 1.0), ("GB", 1e3), ("MB", 1e6)):
         if tb * scale >= 1:
@@ -27,7 +36,7 @@ def _size(tb: Any) -> str:
 
 def _num(value: Any) -> str:
     """Average dimension: ``5.0`` -> ``"5"``, ``2.9`` -> ``"2.9"``, missing -> ``"?"``."""
-    if value is None or pd.isna(value):
+    if _missing(value):
         return "?"
     return f"{value:g}"
 
@@ -92,6 +101,8 @@ def _live_catalog(url: str) -> Catalog:
 
 def run_studies(args: argparse.Namespace) -> int:
     """List IDR containers (screens/experiments), filtered."""
+    from biofm.idr.catalog import load_catalog
+
     cat = _live_catalog(args.live) if args.live else load_catalog(args.catalog)
     cat = cat.filter(
         study=args.study, sample_type=args.sample_type, imaging_method=args.imaging_method,
@@ -103,6 +114,8 @@ def run_studies(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Show one study: containers, channels, plates, licence, download locations."""
+    from biofm.idr.catalog import load_catalog
+
     info = load_catalog(args.catalog).show(args.study_id, max_plates=args.max_plates)
     print(json.dumps(info, indent=1) if args.json else format_show(info))
     return 0

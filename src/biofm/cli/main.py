@@ -9,9 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from biofm._version import __version__
-from biofm.core.errors import BiofmError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
+# Building the parser imports no library code: ``register`` only declares arguments and each
+# subcommand's ``run`` imports what it needs, so ``biofm --help`` starts fast.
 SUBCOMMANDS = ("quickstart", "data", "train", "embed", "eval", "idr", "fid", "export")
 
 
@@ -39,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from biofm.core.errors import BiofmError
+
     try:
         return int(args.func(args) or 0)
     except BiofmError as err:

@@ -147,11 +147,13 @@ class PreparedField:
         id: str = "",
         meta: dict[str, Any] | None = None,
     ) -> PreparedField:
-        """Fit a normalised field to the crop size and find its nuclei (if it has DNA)."""
+        """Fit a normalised field to the crop size and find its nuclei (if it has DNA and
+        will be cropped: whole fields, as embedded, need none)."""
         if crop_size is not None:
             pixels = fit_to_crop(pixels, crop_size, resize_small=resize_small, where=id or None)
         dna = find_dna_channel(channels, vocab)
-        cents = np.zeros((0, 2)) if dna is None else nucleus_centroids(pixels[dna])
+        cents = (np.zeros((0, 2)) if dna is None or crop_size is None
+                 else nucleus_centroids(pixels[dna]))  # fmt: skip
         return cls(pixels, list(channels), cents, id, dict(meta or {}))
 
     def crop(self, size: int, gen: torch.Generator, nucleus_fraction: float = 1.0) -> Crop:

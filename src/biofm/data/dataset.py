@@ -24,8 +24,9 @@ from biofm.core.errors import BadInputError, ConfigError
 from biofm.core.sample import Sample
 from biofm.data.collate import Item, Skipped
 from biofm.data.crops import PreparedField
+from biofm.data.norm_stats import NormStats
 from biofm.data.normalize import NormalizeConfig, normalize_sample
-from biofm.data.rng import generator_for
+from biofm.data.rng import generator_for, randint
 from biofm.data.views import Transform
 from biofm.io.manifest import records
 
@@ -98,10 +99,13 @@ def _plain(value: Any) -> Any:
 def prepare_field(
     sample: Sample, row: Mapping[str, Any], sid: str, crop_size: int | None, *,
     normalize: NormalizeConfig, resize_small: bool, vocab: ChannelVocab,
+    stats: NormStats | None = None,
 ) -> PreparedField:
-    """A loaded field, normalised and ready to crop; its meta is the row's metadata."""
+    """A loaded field, normalised (by ``stats`` of its group when given) and ready to crop;
+    its meta is the row's metadata."""
     sample.meta.setdefault("id", sid)
-    pixels = normalize_sample(sample, normalize)
+    group = row.get(stats.group_by) if stats is not None and stats.group_by else None
+    pixels = normalize_sample(sample, normalize, stats, group)
     meta = {k: _plain(v) for k, v in row.items() if k not in ("paths", "channels")}
     return PreparedField.build(pixels, sample.channels, crop_size, resize_small=resize_small,
                                vocab=vocab, id=sid, meta=meta)
@@ -110,16 +114,20 @@ def prepare_field(
 def field_item(
     prepared: PreparedField, meta: dict[str, Any], gen: torch.Generator,
     crop_size: int | None, nucleus_fraction: float, transform: Transform | None,
+    crop_sizes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """One dataset item of ``prepared``: a crop (or the whole field when ``crop_size`` is
-    None) through ``transform``: ``{"views", "id", "meta", "n_global"}``."""
+    None) through ``transform``: ``{"views", "id", "meta", "n_global"}``. With
+    ``crop_sizes`` each crop's side is drawn from them (multi-scale: cells to tiles)."""
     if crop_size is None:
         x = torch.from_numpy(prepared.pixels)
     else:
-        crop = prepared.crop(crop_size, gen, nucleus_fraction)
+        size = crop_sizes[randint(gen, len(crop_sizes))] if crop_sizes else crop_size
+        crop = prepared.crop(size, gen, nucleus_fraction)
         x = torch.from_numpy(crop.pixels)
         meta["origin"] = crop.origin
         meta["nucleus_centred"] = crop.centre is not None
+        meta["crop_size"] = size
     names = list(prepared.channels)
     views = transform(x, names, gen) if transform else [(x, names)]
     n_global = int(getattr(transform, "n_global", len(views)))
@@ -149,8 +157,15 @@ class ManifestDataset(Dataset[Item]):
         resize_small: bool = False,
         normalize: NormalizeConfig | None = None,
         vocab: ChannelVocab = DEFAULT_VOCAB,
+        norm_stats: NormStats | None = None,
+        crop_sizes: tuple[int, ...] = (),
     ) -> None:
         _check_args(crop_size, crops_per_field, cache_size, nucleus_fraction)
+        if crop_sizes and (crop_size is None or max(crop_sizes) > crop_size
+                           or min(crop_sizes) < 1):  # fmt: skip
+            raise ConfigError(f"crop_sizes={list(crop_sizes)} with crop_size={crop_size}",
+                              "give crop sizes >= 1 and <= crop_size (the largest crop)")
+        self.crop_sizes = tuple(int(c) for c in crop_sizes)
         if isinstance(manifest, (str, Path)):
             from biofm.io import read_manifest
 
@@ -165,6 +180,7 @@ class ManifestDataset(Dataset[Item]):
         self.nucleus_fraction = nucleus_fraction
         self.resize_small = resize_small
         self.normalize = normalize or NormalizeConfig()
+        self.norm_stats = norm_stats
         self.vocab = vocab
         self._ends = np.cumsum(crop_counts(manifest, crop_size, crops_per_field))
         # shared memory: set_epoch in the main process reaches persistent workers too
@@ -220,7 +236,7 @@ class ManifestDataset(Dataset[Item]):
         try:
             return prepare_field(self.load_fn(row), row, sid, self.crop_size,
                                  normalize=self.normalize, resize_small=self.resize_small,
-                                 vocab=self.vocab)
+                                 vocab=self.vocab, stats=self.norm_stats)
         except LOAD_ERRORS as err:
             if sid not in self._logged:
                 self._logged.add(sid)
@@ -236,7 +252,7 @@ class ManifestDataset(Dataset[Item]):
         gen = generator_for(self.seed, self.epoch, index)
         meta = {**prepared.meta, "index": index, "field_index": f, "crop_index": k}
         return field_item(prepared, meta, gen, self.crop_size, self.nucleus_fraction,
-                          self.transform)
+                          self.transform, self.crop_sizes)
 
 
 def _check_args(

@@ -43,6 +43,7 @@ from biofm.core.errors import BadSampleError, ConfigError
 from biofm.data.collate import Item, Skipped, ViewBatch
 from biofm.data.crops import PreparedField
 from biofm.data.dataset import LOAD_ERRORS, LoadFn, field_item, prepare_field
+from biofm.data.norm_stats import NormStats
 from biofm.data.normalize import NormalizeConfig
 from biofm.data.rng import generator_for
 from biofm.data.views import Transform
@@ -86,8 +87,10 @@ class StreamingFieldDataset(IterableDataset[Item]):
         nucleus_fraction: float = 1.0,
         resize_small: bool = False,
         vocab: ChannelVocab = DEFAULT_VOCAB,
+        norm_stats: NormStats | None = None,
     ) -> None:
         self.refs = [dict(r) for r in refs]
+        self.norm_stats = norm_stats
         self.load_fn = load_fn
         self.transform = transform
         self.crop_size = crop_size
@@ -220,7 +223,7 @@ class StreamingFieldDataset(IterableDataset[Item]):
         try:
             return prepare_field(self.load_fn(ref), ref, sid, self.crop_size,
                                  normalize=self.normalize, resize_small=self.resize_small,
-                                 vocab=self.vocab)
+                                 vocab=self.vocab, stats=self.norm_stats)
         except _ERRORS as err:
             if stop is None or not stop.is_set():
                 log.warning("skipping bad sample %s: %s", sid, err)

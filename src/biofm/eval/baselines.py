@@ -107,11 +107,17 @@ def channel_features(plane: np.ndarray) -> NDArray[np.float64]:
     return np.asarray(_intensity(p) + texture + _shape(p), dtype=np.float64)
 
 
-def handcrafted_features(pixels: np.ndarray, normalize: NormalizeConfig | None = None
-                         ) -> NDArray[np.float64]:  # fmt: skip
-    """(2 * len(CHANNEL_FEATURES),) features of a (C, H, W) image: mean then max over channels."""
+Ranges = tuple[np.ndarray, np.ndarray] | None
+
+
+def handcrafted_features(pixels: np.ndarray, normalize: NormalizeConfig | None = None,
+                         ranges: Ranges = None) -> NDArray[np.float64]:  # fmt: skip
+    """(2 * len(CHANNEL_FEATURES),) features of a (C, H, W) image: mean then max over channels.
+
+    ``ranges``: per-channel (lo, hi) fitted over many images (``NormStats.ranges``) to scale
+    by instead of the image's own percentiles."""
     x = _check_image(pixels)
-    norm = normalize_pixels(x, normalize or NormalizeConfig())
+    norm = normalize_pixels(x, normalize or NormalizeConfig(), ranges=ranges)
     per = np.stack([channel_features(c) for c in norm])
     return np.concatenate([per.mean(0), per.max(0)])
 
@@ -120,10 +126,11 @@ def feature_names() -> list[str]:
     return [f"{pool}_{n}" for pool in ("mean", "max") for n in CHANNEL_FEATURES]
 
 
-def _planes(pixels: np.ndarray, size: int, normalize: NormalizeConfig | None) -> np.ndarray:
+def _planes(pixels: np.ndarray, size: int, normalize: NormalizeConfig | None,
+            ranges: Ranges = None) -> np.ndarray:  # fmt: skip
     """(C, size*size) normalised planes, resized by area averaging (zoom for small images)."""
     x = _check_image(pixels)
-    norm = normalize_pixels(x, normalize or NormalizeConfig()).astype(np.float64)
+    norm = normalize_pixels(x, normalize or NormalizeConfig(), ranges=ranges).astype(np.float64)
     c, h, w = norm.shape
     out = ndimage.zoom(norm, (1, size / h, size / w), order=1, prefilter=False)
     if out.shape[1:] != (size, size):  # rounding in zoom
@@ -143,8 +150,11 @@ class PixelPCA:
         self.mean_: NDArray[np.float64] | None = None
         self.components_: NDArray[np.float64] | None = None
 
-    def fit(self, images: list[np.ndarray]) -> PixelPCA:
-        planes = np.concatenate([_planes(im, self.size, self.normalize) for im in images])
+    def fit(self, images: list[np.ndarray], ranges: list[Ranges] | None = None) -> PixelPCA:
+        """Fit on ``images``, each scaled by its ``ranges`` entry (or its own percentiles)."""
+        rs = ranges or [None] * len(images)
+        planes = np.concatenate([_planes(im, self.size, self.normalize, r)
+                                 for im, r in zip(images, rs, strict=True)])  # fmt: skip
         if len(planes) < 2:
             raise BadInputError(f"{len(planes)} channel planes to fit PCA on",
                                 "pass at least two images or channels")  # fmt: skip
@@ -153,14 +163,17 @@ class PixelPCA:
         self.components_ = vt[: min(self.n_components, len(vt))]
         return self
 
-    def transform_one(self, pixels: np.ndarray) -> NDArray[np.float64]:
+    def transform_one(self, pixels: np.ndarray, ranges: Ranges = None) -> NDArray[np.float64]:
         if self.mean_ is None or self.components_ is None:
             raise BadInputError("PixelPCA is not fitted", "call fit(images) first")
-        scores = (_planes(pixels, self.size, self.normalize) - self.mean_) @ self.components_.T
+        planes = _planes(pixels, self.size, self.normalize, ranges)
+        scores = (planes - self.mean_) @ self.components_.T
         return np.concatenate([scores.mean(0), scores.max(0)])
 
-    def transform(self, images: list[np.ndarray]) -> NDArray[np.float64]:
-        return np.stack([self.transform_one(im) for im in images])
+    def transform(self, images: list[np.ndarray], ranges: list[Ranges] | None = None
+                  ) -> NDArray[np.float64]:  # fmt: skip
+        rs = ranges or [None] * len(images)
+        return np.stack([self.transform_one(im, r) for im, r in zip(images, rs, strict=True)])
 
 
 def untrained_like(model: Any, seed: int = 0) -> Any:

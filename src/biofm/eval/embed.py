@@ -24,6 +24,7 @@ from biofm.core.batch import PackedBatch
 from biofm.core.errors import BadInputError
 from biofm.data.collate import Item, collate_images, split_skipped
 from biofm.data.dataset import ManifestDataset
+from biofm.data.norm_stats import NormStats
 from biofm.data.normalize import NormalizeConfig
 from biofm.data.tiling import tiles_for_embedding
 from biofm.data.transforms import resize
@@ -122,10 +123,14 @@ class EmbeddedBatch:
 
 def _pool(tile_feats: torch.Tensor, index: torch.Tensor, n: int) -> np.ndarray:
     """Mean of each image's tile features: (tiles, D) -> (n, D) float32."""
-    feats = tile_feats.float().cpu()
-    pooled = torch.zeros(n, feats.shape[1]).index_add_(0, index, feats)
-    pooled /= torch.bincount(index, minlength=n)[:, None].float()
-    return pooled.numpy().astype(np.float32)
+    feats = tile_feats.float().cpu().numpy()
+    if len(index) == n:  # one tile per image (crops): nothing to average
+        return np.ascontiguousarray(feats[np.argsort(index.numpy(), kind="stable")],
+                                    dtype=np.float32)  # fmt: skip
+    pooled = np.zeros((n, feats.shape[1]), np.float64)
+    np.add.at(pooled, index.numpy(), feats)
+    pooled /= np.bincount(index.numpy(), minlength=n)[:, None]
+    return pooled.astype(np.float32)
 
 
 @torch.no_grad()
@@ -136,11 +141,13 @@ def iter_embed(
     normalize: NormalizeConfig | None = None,
     root: Path | None = None,
     blocks: Sequence[int] | None = None,
+    norm_stats: NormStats | None = None,
 ) -> Iterator[EmbeddedBatch]:
     """Embed ``manifest`` batch by batch (tiles pooled per image), with a progress bar.
 
     With ``blocks``, each batch also carries the encoder's pooled per-block features
-    (``forward_intermediates``), tile-pooled the same way as the embedding.
+    (``forward_intermediates``), tile-pooled the same way as the embedding. ``norm_stats``:
+    scale each image by the statistics of its group instead of its own percentiles.
     """
     _check_input_size(model, cfg.input_size)
     ds = ManifestDataset(
@@ -150,6 +157,7 @@ def iter_embed(
         cache_size=0,
         normalize=normalize,
         root=root,
+        norm_stats=norm_stats,
     )
     loader = DataLoader(
         ds,
@@ -191,6 +199,7 @@ def embed_manifest(
     cfg: EmbedConfig,
     normalize: NormalizeConfig | None = None,
     root: Path | None = None,
+    norm_stats: NormStats | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """(N, D) float32 embeddings and the manifest rows (without paths) of the usable images.
 
@@ -207,7 +216,7 @@ def embed_manifest(
     embs: list[np.ndarray] = []
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for out in iter_embed(model, manifest, cfg, normalize, root):
+    for out in iter_embed(model, manifest, cfg, normalize, root, norm_stats=norm_stats):
         skipped += out.skipped
         if out.ids:
             embs.append(out.emb)

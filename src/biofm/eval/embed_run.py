@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from biofm.core.errors import BadInputError
+from biofm.data.norm_fit import stats_for_input, stats_summary
+from biofm.data.norm_stats import NormStats
 from biofm.data.normalize import NormalizeConfig
 from biofm.eval.embed import (
     EmbedConfig,
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "zarr")
 STATE = "state.json"
+NORM_FILE = "norm_stats.json"
 
 
 @dataclass
@@ -53,6 +56,8 @@ class EmbedSummary:
     blocks: list[int] = field(default_factory=list)
     n_skipped: int = 0
     n_resumed: int = 0  # images found already done in the work folder
+    norm_scope: str = "image"
+    norm_file: Path | None = None  # the statistics used, saved beside the output
 
 
 def work_dir(out: Path) -> Path:
@@ -184,23 +189,27 @@ def embed_path(
     blocks: str | list[int] | None = None,
     restart: bool = False,
     chunk_images: int = 1024,
+    norm: NormSpec | None = None,
 ) -> EmbedSummary:
     """Embed a folder of images or a manifest CSV into ``out`` (parquet or ``.zarr``),
     resumably. ``blocks``: ``"all"``, ``"3,6,11"`` or a list for per-block features;
-    ``chunk_images``: images per saved chunk (rounded up to whole batches)."""
+    ``chunk_images``: images per saved chunk (rounded up to whole batches); ``norm``: how
+    intensities are scaled (default: statistics fitted on the input, per plate/source column
+    when there is one), saved beside the output as ``OUT.norm.json``."""
     out = Path(out)
     fmt = resolve_format(out, fmt)
     if chunk_images < 1:
         raise BadInputError(f"chunk size {chunk_images}", "use at least 1 image per chunk")
     df, root = _load_inputs(Path(source), pattern)
     wanted = resolve_block_spec(model, blocks) or []
-    card = getattr(model, "weights_card", {}) or {}
-    norm = NormalizeConfig(**card["normalize"]) if "normalize" in card else None
+    work = work_dir(out)
+    norm_cfg, stats = _input_norm(model, df, root, norm or NormSpec(), work, restart)
     settings = {
         "tile": cfg.tile,
         "input_size": cfg.input_size,
         "max_tiles": cfg.max_tiles,
-        "normalize": asdict(norm) if norm else None,
+        "normalize": asdict(norm_cfg),
+        "norm_stats": stats.to_dict() if stats else None,
         "blocks": wanted,
     }
     state = {
@@ -208,14 +217,16 @@ def embed_path(
         "inputs": inputs_fingerprint(df),
         "settings": json.loads(json.dumps(settings, default=str)),
     }
-    work = work_dir(out)
     _open_work(work, state, restart)
+    if stats is not None:
+        stats.save(work / NORM_FILE)
     done = _done_ids(work)
     todo = df[~df["id"].isin(done)].reset_index(drop=True)
     if done:
         log.info("resuming: %d of %d images already done in %s", len(done), len(df), work)
     parts: list[EmbeddedBatch] = []
-    for part in iter_embed(model, todo, cfg, norm, root, wanted) if len(todo) else []:
+    parts_iter = iter_embed(model, todo, cfg, norm_cfg, root, wanted, norm_stats=stats)
+    for part in parts_iter if len(todo) else []:
         parts.append(part)
         if sum(len(p.ids) + len(p.skipped) for p in parts) >= chunk_images:
             _save_chunk(work, parts, wanted)
@@ -224,8 +235,44 @@ def embed_path(
         _save_chunk(work, parts, wanted)
     summary = _assemble(work, out, df, fmt, wanted)
     summary.n_resumed = len(done)
+    summary.norm_scope = norm_cfg.scope
+    if stats is not None:
+        summary.norm_file = stats.save(norm_path(out))
     shutil.rmtree(work)
     return summary
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """How ``embed_path`` scales intensities: ``scope`` (image, source, reference; None =
+    source), the ``group_by`` column, the rows to fit on (``fit_on``: "compound=DMSO"), or
+    a saved ``stats_file`` (which sets the scope)."""
+
+    scope: str | None = None
+    group_by: str | None = None
+    fit_on: str | None = None
+    stats_file: str | Path | None = None
+
+
+def norm_path(out: Path) -> Path:
+    """Where the statistics an embedding used are saved: ``OUT.norm.json``."""
+    return out.with_name(f"{out.name}.norm.json")
+
+
+def _input_norm(model: nn.Module, df: pd.DataFrame, root: Path | None, spec: NormSpec,
+                work: Path, restart: bool) -> tuple[NormalizeConfig, NormStats | None]:  # fmt: skip
+    """The normalisation of this run: an unfinished run's saved statistics when resuming
+    (so every chunk is scaled alike), else those of ``spec``."""
+    card = dict(getattr(model, "weights_card", {}) or {})
+    saved = work / NORM_FILE
+    if not restart and spec.stats_file is None and saved.is_file() and spec.scope != "image":
+        spec = NormSpec(stats_file=saved)
+        card = {**card, "weights_sha256": None}
+    cfg, stats = stats_for_input(df, card, scope=spec.scope, group_by=spec.group_by,
+                                 fit_on=spec.fit_on, stats_file=spec.stats_file, root=root)
+    if stats is not None:
+        log.info("normalisation: %s", stats_summary(stats))
+    return cfg, stats
 
 
 def _assemble(work: Path, out: Path, df: pd.DataFrame, fmt: str, blocks: list[int]) -> EmbedSummary:

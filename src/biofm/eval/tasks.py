@@ -1,7 +1,8 @@
 """Downstream tasks built from real images (``../shared/data``) and one natural-image task.
 
 Each builder returns a `Task`: raw images (``Sample``s of one size, channel names kept), a
-target, optional CV groups, and what is scored:
+target, optional CV groups or a fixed train/test split, the corpus ``source`` its images come
+from (an encoder scored on a task must not have seen that source), and what is scored:
 
 - ``dsb_modality``: DSB2018 fields (centre 256² crop), fluorescence / histology / brightfield,
   at most ``per_class`` per class; 1-NN macro-F1 and linear accuracy.
@@ -11,7 +12,10 @@ target, optional CV groups, and what is scored:
   found in the DNA channel, fed with the DNA and cell-body channels only; the label (mitotic)
   is a PH3 signal above an Otsu threshold over the cells' mean nuclear PH3, so the encoder
   must see mitosis in the morphology, not in the marker.
-- ``defocus``: BBBC006 fields at defocus 0..10, 128² tiles; ridge R² of the level.
+- ``bbbc021_condition``: BBBC021 MCF-7 single-cell crops, DMSO / cycloheximide 5, 15, 50 µM;
+  trained on four plates, scored on the held-out plate (never in a pretraining corpus).
+- ``defocus``: BBBC006 64² patches at defocus 0..10 (one field per level); folds grouped by
+  field, pooled out-of-fold ridge R² of the level.
 - ``cp_same_field``: 128² tiles of the Cell Painting fields (JUMP, pediatric, NF1, BBBC022:
   3, 5 and 6 channels); mAP of retrieving tiles of the same field.
 - ``digits``: scikit-learn's 8×8 handwritten digits upsampled ×4 (natural images, 1 channel);
@@ -48,6 +52,8 @@ class Task:
     groups: np.ndarray | None = None
     note: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    train: np.ndarray | None = None  # (N,) bool: a fixed train/test split (else CV folds)
+    source: str = ""  # the corpus source(s) the images come from ("" = never in the corpus)
 
 
 def _centre(x: np.ndarray, size: int) -> np.ndarray:
@@ -83,7 +89,8 @@ def dsb_modality(corpus: Any, root: Path, rng: np.random.Generator, per_class: i
             images.append(_sample(_centre(s.pixels, 256), s.channels, id=mine[k]["id"]))
             labels.append(modality)
     return Task("dsb_modality", "classification", images, np.array(labels),
-                note="DSB2018 centre 256² crops, <= 60 per modality")  # fmt: skip
+                note="DSB2018 centre 256² crops, <= 60 per modality",
+                source="dsb2018")  # fmt: skip
 
 
 def dsb_nuclei(corpus: Any, root: Path, rng: np.random.Generator, most: int = 150) -> Task:
@@ -97,7 +104,8 @@ def dsb_nuclei(corpus: Any, root: Path, rng: np.random.Generator, most: int = 15
         if len(images) == most:
             break
     return Task("dsb_nuclei", "regression", images, np.log1p(np.array(counts)),
-                note="DSB2018 fluorescence 256² fields; target log1p(nuclei)")  # fmt: skip
+                note="DSB2018 fluorescence 256² fields; target log1p(nuclei)",
+                source="dsb2018")  # fmt: skip
 
 
 def ph3_mitosis(corpus: Any, root: Path, rng: np.random.Generator, crop: int = 48) -> Task:
@@ -128,21 +136,26 @@ def ph3_mitosis(corpus: Any, root: Path, rng: np.random.Generator, crop: int = 4
             target.append("mitotic" if value > thr else "interphase")
     return Task("ph3_mitosis", "classification", images, np.array(target),
                 note=f"ExampleHuman {crop}² cell crops, DNA + cell body (PH3 withheld)",
-                info={"positives": int(sum(t == "mitotic" for t in target))})  # fmt: skip
+                info={"positives": int(sum(t == "mitotic" for t in target))},
+                source="ExampleHuman")  # fmt: skip
 
 
-def defocus(corpus: Any, root: Path, rng: np.random.Generator, per_field: int = 12) -> Task:
+def defocus(corpus: Any, root: Path, rng: np.random.Generator, per_field: int = 40) -> Task:
+    """BBBC006 64² patches (``per_field`` random non-overlapping ones per field); each defocus
+    level is a different field, so folds grouped by field hold out whole levels and the
+    probe must interpolate the level from what it sees (pooled out-of-fold R²)."""
     rows = [r for r in _rows(corpus, "bbbc006") if r.get("defocus") is not None]
     images: list[Sample] = []
     target, groups = [], []
     for r in rows:
         s = load_sample(r, root)
-        for t in _tiles(s.pixels, 128, per_field, rng):
+        for t in _tiles(s.pixels, 64, per_field, rng):
             images.append(_sample(t, s.channels, id=f"{r['id']}#{len(images)}"))
             target.append(float(r["defocus"]))
             groups.append(r["id"])
     return Task("defocus", "regression", images, np.array(target), np.array(groups),
-                note="BBBC006 128² tiles; target defocus level 0..10")  # fmt: skip
+                note="BBBC006 64² patches; target defocus level 0..10; folds grouped by field",
+                info={"pooled": True}, source="bbbc006")  # fmt: skip
 
 
 CP_SOURCES = ("jump_BR00117006", "pediatric_BR00143976", "nf1_plate2", "bbbc022")
@@ -163,6 +176,7 @@ def cp_same_field(corpus: Any, root: Path, rng: np.random.Generator, per_field: 
         images,
         np.array(fields),
         note="Cell Painting 128² tiles (3, 5, 6 channels); same-field retrieval",
+        source=",".join(CP_SOURCES),
     )
 
 
@@ -182,11 +196,37 @@ def digits(rng: np.random.Generator, most: int = 600) -> Task:
     )
 
 
+BBBC021_CONDITIONS = ("DMSO", "cycloheximide_5uM", "cycloheximide_15uM", "cycloheximide_50uM")
+
+
+def bbbc021_condition(shared: Path, rng: np.random.Generator, most: int | None = None) -> Task:
+    """BBBC021 MCF-7 single-cell crops (DAPI, tubulin, actin): DMSO vs cycloheximide 5, 15 and
+    50 µM. Train on the four train plates, test on the held-out plate (never mixed); the
+    ``plate`` of each crop is its normalisation group. Not in any pretraining corpus."""
+    folder = Path(shared) / "bbbc021_cycloheximide"
+    index = folder / "index.csv"
+    if not index.is_file():
+        raise BadInputError(f"{index} is missing", "check ../shared/data/bbbc021_cycloheximide")
+    import pandas as pd
+    import tifffile
+
+    df = pd.read_csv(index)
+    if most is not None and most < len(df):
+        df = df.iloc[np.sort(rng.choice(len(df), most, replace=False))]
+    names = ["DAPI", "tubulin", "actin"]
+    images = [_sample(tifffile.imread(folder / p), names, id=p, plate=pl)
+              for p, pl in zip(df["path"], df["plate"], strict=True)]  # fmt: skip
+    return Task("bbbc021_condition", "classification", images, df["condition"].to_numpy(str),
+                groups=df["plate"].to_numpy(str), train=(df["split"] == "train").to_numpy(),
+                note="BBBC021 68² crops, DMSO / cycloheximide 5, 15, 50 µM; train plates -> "
+                     "held-out plate Week4_27821")  # fmt: skip
+
+
 BUILDERS: dict[str, Callable[..., Task]] = {
     "dsb_modality": dsb_modality, "dsb_nuclei": dsb_nuclei, "ph3_mitosis": ph3_mitosis,
     "defocus": defocus, "cp_same_field": cp_same_field,
 }  # fmt: skip
-TASKS = (*BUILDERS, "digits")
+TASKS = ("bbbc021_condition", *BUILDERS, "digits")
 
 
 def build_tasks(shared_data: str | Path, names: tuple[str, ...] = TASKS, seed: int = 0
@@ -200,7 +240,12 @@ def build_tasks(shared_data: str | Path, names: tuple[str, ...] = TASKS, seed: i
     out = []
     for name in names:
         rng = np.random.default_rng(seed)
-        task = digits(rng) if name == "digits" else BUILDERS[name](corpus, None, rng)
+        if name == "digits":
+            task = digits(rng)
+        elif name == "bbbc021_condition":
+            task = bbbc021_condition(root, rng)
+        else:
+            task = BUILDERS[name](corpus, None, rng)
         log.info("task %s: %d images", name, len(task.images))
         out.append(task)
     return out

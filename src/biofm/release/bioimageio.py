@@ -24,9 +24,11 @@ from torch import nn
 from biofm._version import __version__
 from biofm.core.channels import DEFAULT_VOCAB
 from biofm.core.errors import BadInputError, MissingExtraError
+from biofm.data.norm_stats import NormStats
 from biofm.release.bioimageio_model import (
     SCALE_RANGE_EPS,
     BioimageioEncoder,
+    fixed_gain_offset,
     preprocess,
     test_image,
     traced_batch_dynamic,
@@ -44,14 +46,25 @@ TAGS = ("fluorescence-light-microscopy", "high-content-imaging", "2d", "cells", 
 
 def export_bioimageio(model: nn.Module, out: str | Path, *, channels: Sequence[str],
                       input_size: int | None = None, sample: np.ndarray | None = None,
-                      authors: list[str] | None = None) -> Path:
+                      authors: list[str] | None = None, norm_stats: NormStats | None = None,
+                      norm_group: str | None = None) -> Path:
     """Write ``model`` as a bioimage.io zip package at ``out`` for the ``channels`` given (names
     in the order the package takes them); returns the package's path.
 
     ``input_size`` is the tile side (default: the card's); ``sample`` a raw (C, H, W) image
     for the test tensors (center-cropped to the tile; default: a synthetic image);
-    ``authors`` the package's authors."""
+    ``authors`` the package's authors. ``norm_stats`` (with ``norm_group`` for per-plate
+    statistics) bakes fixed per-channel scaling into the package instead of per-image
+    percentiles, so absolute intensity is kept."""
     card, size, names = _check_request(model, channels, input_size)
+    if norm_stats is not None:
+        norm_stats.check_for(card, card.get("weights_sha256"))
+        ranges = norm_stats.ranges(names, norm_group, "--norm-stats")
+        if ranges is not None:
+            card = {**card, "normalize": {**dict(card.get("normalize") or {}),
+                                          "scope": norm_stats.scope,
+                                          "fixed_lo": ranges[0].tolist(),
+                                          "fixed_hi": ranges[1].tolist()}}  # fmt: skip
     raw = test_image(sample, len(names), size)
     check_bioimageio_environment()
     from bioimageio.spec import save_bioimageio_package
@@ -129,6 +142,22 @@ def _check_request(model: nn.Module, channels: Sequence[str],
 
 
 # ---------------------------------------------------------------------- package files
+def _norm_text(norm: Mapping[str, Any], low: float, high: float, clip: Any) -> str:
+    if "fixed_lo" in norm:
+        pairs = ", ".join(f"[{a:g}, {b:g}]" for a, b in zip(norm["fixed_lo"], norm["fixed_hi"],
+                                                            strict=True))  # fmt: skip
+        return ("The package's preprocessing converts to float32, scales each channel with "
+                f"fixed statistics (p{low}, p{high}) = {pairs} fitted over many images "
+                f"(scope {norm.get('scope')}), so absolute intensity differences between "
+                f"images are kept, and clips to [{clip[0]}, {clip[1]}]. Use it on images "
+                "acquired like those the statistics were fitted on.")
+    return ("The package's preprocessing converts to float32, scales every channel of every "
+            f"image by its own percentiles (`(x - p{low}) / (p{high} - p{low})`, over y and x) "
+            f"and clips to [{clip[0]}, {clip[1]}]: biofm's scope `image`. It erases absolute "
+            "intensity differences between images; export with statistics "
+            "(`--norm-stats`) to keep them.")
+
+
 def _readme(card: Mapping[str, Any], names: list[str], size: int,
             wrapper: BioimageioEncoder) -> str:
     norm = dict(card.get("normalize") or {})
@@ -151,11 +180,8 @@ tiles of exactly {size} x {size} px{f' at about {px} um per pixel' if px else ''
 
 {order}
 
-Feed raw intensities (any numeric type). The package's preprocessing converts to float32,
-scales every channel of every image by its own percentiles
-(`(x - p{low}) / (p{high} - p{low})`, over y and x) and clips to [{clip[0]}, {clip[1]}]:
-the normalisation biofm applies in training and in `biofm embed`. Larger fields: cut them
-into {size} px tiles and average the embeddings.
+Feed raw intensities (any numeric type). {_norm_text(norm, low, high, clip)} Larger
+fields: cut them into {size} px tiles and average the embeddings.
 
 ## Output
 One tensor `embedding` with axes (batch, index): {wrapper.embed_dim} floats per image
@@ -238,6 +264,19 @@ def _cover(path: Path, image: np.ndarray, embedding: np.ndarray, names: list[str
 
 
 # ---------------------------------------------------------------------- description
+def _scaling(bio: Any, norm: Mapping[str, Any]) -> Any:
+    """Per-image percentiles (``scale_range``), or fixed statistics (``scale_linear`` along
+    the channel axis: gain 1 / (hi - lo), offset -lo / (hi - lo))."""
+    if "fixed_lo" not in norm:
+        return bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(
+            axes=[bio.AxisId("y"), bio.AxisId("x")], eps=SCALE_RANGE_EPS,
+            min_percentile=float(norm.get("low", 1.0)),
+            max_percentile=float(norm.get("high", 99.8))))  # fmt: skip
+    gain, offset = fixed_gain_offset(norm)
+    return bio.ScaleLinearDescr(kwargs=bio.ScaleLinearAlongAxisKwargs(
+        axis=bio.AxisId("channel"), gain=gain.tolist(), offset=offset.tolist()))  # fmt: skip
+
+
 def _describe(card: Mapping[str, Any], names: list[str], size: int,
               wrapper: BioimageioEncoder, d: Path, authors: list[str] | None) -> Any:
     from bioimageio.spec.model import v0_5 as bio
@@ -249,11 +288,9 @@ def _describe(card: Mapping[str, Any], names: list[str], size: int,
         return bio.BatchAxis() if traced_batch_dynamic(wrapper) else bio.BatchAxis(size=1)
 
     prep: list[Any] = [bio.EnsureDtypeDescr(kwargs=bio.EnsureDtypeKwargs(dtype="float32")),
-            bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(
-                axes=[bio.AxisId("y"), bio.AxisId("x")], eps=SCALE_RANGE_EPS,
-                min_percentile=float(norm.get("low", 1.0)),
-                max_percentile=float(norm.get("high", 99.8)))),
-            bio.ClipDescr(kwargs=bio.ClipKwargs(min=float(clip[0]), max=float(clip[1])))]
+                       _scaling(bio, norm),
+                       bio.ClipDescr(kwargs=bio.ClipKwargs(min=float(clip[0]),
+                                                           max=float(clip[1])))]  # fmt: skip
     image = bio.InputTensorDescr(
         id=bio.TensorId("image"), description="raw tile, channels in the listed order",
         axes=[batch(), bio.ChannelAxis(channel_names=names),

@@ -107,10 +107,24 @@ def preprocess(raw: np.ndarray, norm: Mapping[str, Any]) -> np.ndarray:
     """(C, H, W) raw -> float32 as the package's preprocessing computes it: per channel
     ``(x - p_low) / (p_high - p_low + eps)`` (linear percentiles over y, x), then clipped."""
     x = raw.astype(np.float32)
+    if "fixed_lo" in norm:
+        gain, offset = fixed_gain_offset(norm)
+        y = x * gain[:, None, None] + offset[:, None, None]
+        clip = norm.get("clip", (-0.5, 3.0))
+        return np.clip(y, clip[0], clip[1]).astype(np.float32)
     lo, hi = np.percentile(x, [norm.get("low", 1.0), norm.get("high", 99.8)], axis=(1, 2))
     y = (x - lo[:, None, None]) / (hi - lo + SCALE_RANGE_EPS)[:, None, None]
     clip = norm.get("clip", (-0.5, 3.0))
     return np.clip(y, clip[0], clip[1]).astype(np.float32)
+
+
+def fixed_gain_offset(norm: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel gain and offset of fixed (lo, hi) statistics; a flat channel maps to 0."""
+    lo = np.asarray(norm["fixed_lo"], np.float64)
+    hi = np.asarray(norm["fixed_hi"], np.float64)
+    span = hi - lo
+    gain = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0)
+    return gain.astype(np.float32), (-lo * gain).astype(np.float32)
 
 
 def test_image(sample: np.ndarray | None, c: int, size: int) -> np.ndarray:

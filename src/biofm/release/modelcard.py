@@ -128,6 +128,21 @@ def _overlap(card: Mapping[str, Any]) -> list[str]:
             "images (no task label was used in training); digits is held out entirely."]
 
 
+def _norm_line(norm: Mapping[str, Any]) -> str:
+    """How the model expects intensities to be scaled (its training scope)."""
+    pct = (f"percentiles {norm.get('low', 1.0)}–{norm.get('high', 99.8)} mapped to 0–1, "
+           f"clipped to {norm.get('clip', [-0.5, 3.0])}")  # fmt: skip
+    if norm.get("scope", "image") == "image":
+        return (f"trained with each image scaled by its own {pct}. `biofm embed` scales with "
+                "statistics fitted on your input per plate or source (`--norm source`, the "
+                "default), which keeps intensity phenotypes; `--norm image` reproduces training.")
+    return (f"trained with per-channel {pct}, the percentiles fitted per "
+            f"{norm.get('group_by', 'source')} over many images (scope `{norm.get('scope')}`), "
+            "so absolute intensity is kept. `biofm embed` fits the same statistics on your "
+            "input, per plate or source column (`--norm source`, the default), or uses saved "
+            "ones (`--norm-stats`); fit them on controls with `--norm-fit-on compound=DMSO`.")
+
+
 def model_card_markdown(card: Mapping[str, Any]) -> str:
     """``README.md`` text for a release card."""
     name = card.get("name", card["model_name"])
@@ -147,8 +162,7 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
         f"- Channels: any number; names are mapped to the channel vocabulary "
         f"({', '.join((card.get('channel_vocab') or ['(not used)'])[:8])}, ...); unknown names "
         "are allowed.",
-        f"- Intensities: per image and channel, percentiles {norm.get('low', 1.0)}–"
-        f"{norm.get('high', 99.8)} mapped to 0–1, clipped to {norm.get('clip', [-0.5, 3.0])}.",
+        f"- Intensities: {_norm_line(norm)}",
         f"- Size: tiles of {card.get('input_size')}×{card.get('input_size')} pixels "
         f"(trained on {card.get('crop_size', card.get('input_size'))}-pixel crops); pixel size "
         f"{card.get('pixel_size_um') or 'mixed (not fixed by the training data)'}.", "",

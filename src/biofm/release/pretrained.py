@@ -13,6 +13,10 @@ PRETRAINED: dict[str, tuple[str, str]] = {
                        "1-6 channel microscopy corpus of ../shared/data"),
 }
 
+DEFAULT_MODEL = "biofm-vit-tiny"
+"""The recommended shipped model: what ``biofm embed`` and ``biofm.load_model()`` use when no
+model is named."""
+
 
 def pretrained_dir(name: str) -> Path:
     """The release folder of a shipped model."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from biofm.core.errors import BadInputError, MissingExtraError
 from biofm.release.card import check_card, load_state_strict, model_from_card, sha256_file
-from biofm.release.pretrained import PRETRAINED, pretrained_dir
+from biofm.release.pretrained import DEFAULT_MODEL, PRETRAINED, pretrained_dir
 
 CARD_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -90,7 +90,7 @@ def load_release_dir(folder: str | Path, where: str | None = None) -> nn.Module:
     return model.eval()
 
 
-def load_model(source: str | Path, *, revision: str | None = None,
+def load_model(source: str | Path | None = None, *, revision: str | None = None,
                cache_dir: str | Path | None = None, local_files_only: bool = False) -> nn.Module:
     """Load an encoder from a released name, a local folder or a Hugging Face repo id.
 
@@ -98,8 +98,9 @@ def load_model(source: str | Path, *, revision: str | None = None,
     ``biofm.release.PRETRAINED``); an existing path (a release folder, an encoder folder or a
     ``biofm train`` run directory); a Hub repo id ``org/name`` (needs ``biofm[hub]``;
     ``revision`` pins a tag or commit, ``local_files_only`` or ``HF_HUB_OFFLINE=1`` uses
-    the cache only). Weights load with ``strict=True``; an incompatible card is refused."""
-    text = str(source)
+    the cache only). Without ``source``, the recommended shipped model (``DEFAULT_MODEL``).
+    Weights load with ``strict=True``; an incompatible card is refused."""
+    text = DEFAULT_MODEL if source is None else str(source)
     if text in PRETRAINED:
         return load_release_dir(pretrained_dir(text), text)
     path = Path(text).expanduser()

@@ -13,6 +13,8 @@ from torch import nn
 from biofm.core import dist
 from biofm.core.errors import BadInputError, ConfigError
 from biofm.data.dataset import IoLoader, ManifestDataset, add_image_sizes
+from biofm.data.norm_fit import fit_manifest_stats
+from biofm.data.norm_stats import NormStats
 from biofm.data.pairs import WeakPairDataset
 from biofm.data.views import MultiCropViews
 from biofm.io.manifest import read_manifest
@@ -63,7 +65,33 @@ def build_views(cfg: PretrainConfig) -> MultiCropViews:
     return MultiCropViews(v)
 
 
-def build_dataset(cfg: PretrainConfig) -> ManifestDataset | WeakPairDataset:
+NORM_STATS_FILE = "norm_stats.json"
+
+
+def training_norm_stats(cfg: PretrainConfig, df: Any, root: Path,
+                        out: Path | None) -> NormStats | None:  # fmt: skip
+    """Statistics of scope ``data.normalize.scope``: the run's saved ones when resuming, a
+    given ``data.norm_stats`` file, or fitted on the manifest; saved as ``norm_stats.json``
+    in the run directory (and its card)."""
+    d = cfg.data
+    if d.normalize.scope == "image":
+        return None
+    saved = out / NORM_STATS_FILE if out is not None else None
+    if saved is not None and saved.is_file():
+        return NormStats.load(saved)
+    if d.norm_stats:
+        stats = NormStats.load(d.norm_stats)
+    else:
+        log.info("fitting %s normalisation statistics on the manifest", d.normalize.scope)
+        stats = fit_manifest_stats(df, d.normalize, root=root, fit_on=d.norm_fit_on or None,
+                                   per_group=64, seed=cfg.run.seed)  # fmt: skip
+    if saved is not None and dist.is_main():
+        stats.save(saved)
+    return stats
+
+
+def build_dataset(cfg: PretrainConfig, out: Path | None = None
+                  ) -> ManifestDataset | WeakPairDataset:  # fmt: skip
     d = cfg.data
     if not d.manifest:
         raise BadInputError("no training manifest given",
@@ -85,7 +113,8 @@ def build_dataset(cfg: PretrainConfig) -> ManifestDataset | WeakPairDataset:
         df, build_views(cfg), crop_size=d.crop_size, root=root,
         crops_per_field=per_field,  # type: ignore[arg-type]
         cache_size=d.cache_fields, seed=cfg.run.seed, resize_small=d.resize_small,
-        normalize=d.normalize,
+        normalize=d.normalize, norm_stats=training_norm_stats(cfg, df, root, out),
+        crop_sizes=tuple(d.crop_sizes), nucleus_fraction=d.nucleus_fraction,
     )
     if cfg.objective == "wsdino":
         return WeakPairDataset(base, cfg.weak.label)

@@ -30,6 +30,8 @@ class ModelSection:
 class DataSection:
     manifest: str = ""
     crop_size: int = 96
+    crop_sizes: tuple[int, ...] = ()  # multi-scale: crop sides drawn from these (<= crop_size)
+    nucleus_fraction: float = 1.0  # share of crops centred on a nucleus (fields with DNA)
     crops_per_field: str = "1"  # an integer, or "area" (large fields give more crops)
     resize_small: bool = True
     batch_size: int = 32  # global batch per optimiser step (all processes, all micro-batches)
@@ -37,6 +39,8 @@ class DataSection:
     cache_fields: int = 16
     views: MultiCropConfig = field(default_factory=MultiCropConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    norm_stats: str = ""  # saved statistics (scope source/reference); "" = fit on the manifest
+    norm_fit_on: str = ""  # rows to fit statistics on, "column=value" (e.g. compound=DMSO)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import subprocess
 import time
@@ -30,6 +31,7 @@ from biofm.ssl.dino import cosine_schedule
 from biofm.ssl.monitor import effective_rank, feature_std
 from biofm.train import checkpoint as ckpt
 from biofm.train.build import (
+    NORM_STATS_FILE,
     build_objective,
     check_config,
     make_optimizer,
@@ -137,7 +139,12 @@ class Trainer:
         return {"objective": self.cfg.objective, "trained_steps": self.pos["step"],
                 "tile": tile, "input_size": d.views.global_size,
                 "normalize": _plain(dataclasses.asdict(d.normalize)),
-                "training_manifest": d.manifest}
+                "training_manifest": d.manifest, **self._norm_stats_card()}
+
+    def _norm_stats_card(self) -> dict[str, Any]:
+        """The training data's normalisation statistics, when the run fitted any."""
+        path = self.out / NORM_STATS_FILE
+        return {"normalize_stats": json.loads(path.read_text())} if path.is_file() else {}
 
     def save(self) -> dict[str, Any]:
         """Write a checkpoint (every rank takes part in gathering; rank 0 writes); returns

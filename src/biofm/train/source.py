@@ -197,8 +197,29 @@ def build_stream(cfg: PretrainConfig, views: MultiCropViews, out: Path) -> Strea
     return StreamingFieldDataset(
         rows, IDRFieldLoader(q), views, crop_size=d.crop_size,
         crops_per_field=int(d.crops_per_field), seed=cfg.run.seed, normalize=d.normalize,
-        resize_small=d.resize_small,
+        resize_small=d.resize_small, norm_stats=_stream_stats(cfg, out),
     )  # fmt: skip
+
+
+def _stream_stats(cfg: PretrainConfig, out: Path) -> Any:
+    """A stream cannot be fitted before it is read: scope source/reference needs a saved
+    statistics file (``data.norm_stats``), kept with the run."""
+    from biofm.data.norm_stats import NormStats
+    from biofm.train.build import NORM_STATS_FILE
+
+    d = cfg.data
+    if d.normalize.scope == "image":
+        return None
+    if not d.norm_stats:
+        raise ConfigError(
+            f"data.normalize.scope={d.normalize.scope} with an idr: source needs statistics",
+            "fit them on a mirrored sample ('biofm idr fetch' then 'biofm data norm-stats') "
+            "and pass data.norm_stats=FILE, or use data.normalize.scope=image",
+        )
+    stats = NormStats.load(d.norm_stats)
+    if dist.is_main():
+        stats.save(out / NORM_STATS_FILE)
+    return stats
 
 
 def build_source(cfg: PretrainConfig, out: Path) -> MapSource | StreamSource:
@@ -208,4 +229,4 @@ def build_source(cfg: PretrainConfig, out: Path) -> MapSource | StreamSource:
 
     if is_idr_source(cfg.data.manifest):
         return StreamSource(cfg, build_stream(cfg, build_views(cfg), out))
-    return MapSource(cfg, build_dataset(cfg))
+    return MapSource(cfg, build_dataset(cfg, out))
