@@ -27,6 +27,7 @@ from torch import nn
 
 from biofm.core.errors import BadInputError
 from biofm.data.norm_fit import stats_for_input, stats_summary
+from biofm.data.bucketing import order_by_channels
 from biofm.data.norm_stats import NormStats
 from biofm.data.normalize import NormalizeConfig
 from biofm.eval.embed import (
@@ -221,7 +222,7 @@ def embed_path(
     if stats is not None:
         stats.save(work / NORM_FILE)
     done = _done_ids(work)
-    todo = df[~df["id"].isin(done)].reset_index(drop=True)
+    todo = by_channel_count(df[~df["id"].isin(done)])
     if done:
         log.info("resuming: %d of %d images already done in %s", len(done), len(df), work)
     parts: list[EmbeddedBatch] = []
@@ -273,6 +274,17 @@ def _input_norm(model: nn.Module, df: pd.DataFrame, root: Path | None, spec: Nor
     if stats is not None:
         log.info("normalisation: %s", stats_summary(stats))
     return cfg, stats
+
+
+def by_channel_count(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows ordered by their number of channels (stable): batches then hold few distinct
+    counts, so the packed encoder runs fewer attention groups. The output keeps manifest
+    order (rows are assembled by id)."""
+    if "channels" not in df.columns:
+        return df.reset_index(drop=True)
+    counts = df["channels"].fillna("").astype(str).str.count(";") + 1
+    order = order_by_channels(counts.tolist())
+    return df.iloc[order].reset_index(drop=True)
 
 
 def _assemble(work: Path, out: Path, df: pd.DataFrame, fmt: str, blocks: list[int]) -> EmbedSummary:

@@ -1,14 +1,17 @@
 """Transformer building blocks (torch only): attention through SDPA or FlexAttention, MLP,
 pre-norm block.
 
-Two attention back-ends: ``F.scaled_dot_product_attention`` on dense (B, L, D) sequences (flash /
-memory-efficient kernels on GPU), and FlexAttention on one packed sequence with a block mask
-(``block_mask``), so many images of different lengths attend only within themselves without
+Attention back-ends: ``F.scaled_dot_product_attention`` on dense (B, L, D) sequences (flash /
+memory-efficient kernels on GPU); on one packed (1, L, D) sequence either grouped SDPA
+(``groups``: the sequence is runs of equally long images, one dense SDPA call per run, while
+the projections run once over all L tokens) or FlexAttention with a block mask
+(``block_mask``). Either way images of different lengths attend only within themselves without
 padding. FlexAttention is compiled on CUDA; elsewhere it runs unfused (a reference path).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -37,11 +40,32 @@ def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask
     return out
 
 
+@torch.compiler.disable
+def grouped_attention(qkv: torch.Tensor, groups: Sequence[tuple[int, int]], num_heads: int
+                      ) -> torch.Tensor:
+    """Self-attention within each image of a packed sequence of runs of equal-length images.
+
+    ``qkv`` (L, 3 * D) packed projections; ``groups`` (images, tokens per image) of each run, in
+    sequence order (their products sum to L). Returns (L, D). One SDPA call per run on views of
+    ``qkv``: no padding, no gathers. Kept out of compiled regions (its loop depends on the batch).
+    """
+    length, d = qkv.shape[0], qkv.shape[1] // 3
+    heads = qkv.view(length, 3, num_heads, d // num_heads).permute(1, 2, 0, 3)  # (3, H, L, dh)
+    parts = heads.split([b * n for b, n in groups], dim=2)
+    outs = []
+    for part, (b, n) in zip(parts, groups, strict=True):
+        q, k, v = part.unflatten(2, (b, n)).unbind(0)  # each (H, B_g, n, dh)
+        outs.append(F.scaled_dot_product_attention(q, k, v).flatten(1, 2))  # (H, B_g * n, dh)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (H, L, dh)
+    return out.permute(1, 0, 2).reshape(length, d)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with ``F.scaled_dot_product_attention``.
 
     ``key_padding_mask`` (B, L) marks real tokens with True; used only by the padded reference.
-    ``block_mask`` (a FlexAttention BlockMask) restricts attention within a packed sequence.
+    ``block_mask`` (a FlexAttention BlockMask) or ``groups`` (see :func:`grouped_attention`)
+    restricts attention within each image of a packed (1, L, D) sequence.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
@@ -54,9 +78,12 @@ class Attention(nn.Module):
 
     def forward(
         self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
-        block_mask: Any = None,
+        block_mask: Any = None, groups: Sequence[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
         b, n, d = x.shape
+        if groups is not None:
+            out = grouped_attention(self.qkv(x).reshape(b * n, 3 * d), groups, self.num_heads)
+            return self.proj(out.reshape(b, n, d))
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, d_head)
         if block_mask is not None:
@@ -132,7 +159,8 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
         block_mask: Any = None, segment: torch.Tensor | None = None,
+        groups: Sequence[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
-        attn = self.attn(self.norm1(x), key_padding_mask, block_mask)
+        attn = self.attn(self.norm1(x), key_padding_mask, block_mask, groups)
         x = x + self.drop_path(self.ls1(attn), segment)
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))), segment)
