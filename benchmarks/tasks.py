@@ -172,16 +172,16 @@ def pick_unseen(names: list[str], models: dict[str, Any], task: Task) -> str | N
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     models: dict[str, Any] = {}
-    for spec in args.model:
-        name, _, path = spec.partition("=")
-        models[name] = load_model(path or None).eval()
-    if models:
-        models["untrained"] = untrained_like(next(iter(models.values())), seed=args.seed)
     lso = {n: p.split(",") for n, _, p in (s.partition("=") for s in args.lso)}
     for name, members in lso.items():
         for k, path in enumerate(members):
             models.setdefault(f"{name}[{k}]", load_model(path).eval())
         lso[name] = [f"{name}[{k}]" for k in range(len(members))]
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        models[name] = load_model(path or None).eval()
+    if models:  # the first encoder's architecture (a leave-source-out member when given)
+        models["untrained"] = untrained_like(next(iter(models.values())), seed=args.seed)
     rows = []
     for task in build_tasks(args.shared, tuple(args.tasks), seed=args.seed):
         stats = task_stats(task, args.norm)

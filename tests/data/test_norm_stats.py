@@ -192,3 +192,16 @@ def test_stats_file_with_other_channels_is_refused_before_embedding(tmp_path: Pa
         stats_for_input(df, {}, stats_file=tmp_path / "other.json")
     cfg, stats = stats_for_input(df, {}, scope="image")
     assert cfg.scope == "image" and stats is None
+
+
+def test_a_rare_channel_set_in_a_group_is_still_fitted(tmp_path: Path) -> None:
+    df = _manifest(tmp_path)
+    rare = tmp_path / "bf.tif"
+    tifffile.imwrite(rare, _cell(1.0, 9)[:1])
+    df = pd.concat([df, pd.DataFrame([{"id": "bf", "paths": str(rare), "channels": "brightfield",
+                                       "plate": "p1", "compound": "DMSO"}])])
+    stats = fit_manifest_stats(df, NormalizeConfig(scope="source"), per_group=2,
+                               min_pixels=1024)  # fmt: skip
+    assert "brightfield" in stats.groups["p1"] and "brightfield" not in stats.groups["p2"]
+    with pytest.warns(UserWarning, match="no statistics for channel 'brightfield'"):
+        assert stats.ranges(["brightfield"], "p2") is not None  # from the reference

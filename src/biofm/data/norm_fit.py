@@ -1,9 +1,10 @@
 """Fit normalisation statistics (``NormStats``) over the images of a manifest.
 
 ``fit_manifest_stats`` loads a random sample of at most ``per_group`` images of each group
-(plate or source column) -- optionally only the rows ``fit_on`` selects, e.g. the control wells
-(``compound=DMSO``) -- pools a strided pixel sample per channel and fits the percentiles of
-the normalisation config. Images that fail to load are skipped (they are counted and logged).
+(plate or source column) and channel set within it -- optionally only the rows ``fit_on``
+selects, e.g. the control wells (``compound=DMSO``) -- pools a strided pixel sample per
+channel and fits the percentiles of the normalisation config. Images that fail to load are
+skipped (they are counted and logged).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def fit_manifest_stats(
     group_by = resolve_group_column(df, cfg.group_by) if cfg.scope == "source" else None
     rows = df[select_rows(df, fit_on).to_numpy()]
     keys = rows[group_by].astype(str) if group_by else pd.Series("*", index=rows.index)
+    if "channels" in rows.columns:  # every channel set of a group gets its own sample
+        keys = keys + "|" + rows["channels"].fillna("").astype(str)
     rng = np.random.default_rng(seed)
     picked: list[int] = []
     for _, idx in rows.groupby(keys, sort=True).indices.items():

@@ -99,14 +99,28 @@ class NormStats:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """(lo, hi) arrays (C,) for an image with these channel names in ``group``, or None
         for per-image scaling (the fall-back). Names match exactly, else by canonical stain."""
-        table, _ = self.table_for(group)
+        table, kind = self.table_for(group)
         if table is None:
             return None
         lo = np.empty(len(channels))
         hi = np.empty(len(channels))
         for i, name in enumerate(channels):
-            lo[i], hi[i], _ = table[match_channel(name, table, where)]
+            lo[i], hi[i], _ = self._channel(table, kind, name, group, where)
         return lo, hi
+
+    def _channel(self, table: dict[str, Range], kind: str, name: str, group: Any,
+                 where: str | None) -> Range:  # fmt: skip
+        """A channel's range in ``table``; a channel a group lacks but the reference holds
+        (it was rare in the group's fit) comes from the reference, with a warning."""
+        try:
+            return table[match_channel(name, table, where)]
+        except BadInputError:
+            if kind != "group" or not _enough(self.reference, self.min_pixels):
+                raise
+            key = match_channel(name, self.reference, where)
+            self._warn(f"{group}/{name}", f"group {group!r} has no statistics for channel "
+                       f"{name!r}: using the reference statistics for it")  # fmt: skip
+            return self.reference[key]
 
     def _warn(self, key: str | None, message: str) -> None:
         tag = str(key)

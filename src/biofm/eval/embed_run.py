@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from biofm.core.errors import BadInputError
-from biofm.data.norm_fit import stats_for_input, stats_summary
 from biofm.data.bucketing import order_by_channels
+from biofm.data.norm_fit import stats_for_input, stats_summary
 from biofm.data.norm_stats import NormStats
 from biofm.data.normalize import NormalizeConfig
 from biofm.eval.embed import (
