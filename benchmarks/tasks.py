@@ -201,7 +201,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      "model": method, "value": value, "n": len(task.images),
                                      "dim": int(x.shape[1]), "norm": args.norm,
                                      "saw_task_source": saw(models[method], task)
-                                     if method in models else False})  # fmt: skip
+                                     if method in models and method != "untrained"
+                                     else False})  # fmt: skip
             print(f"  {task.name:18s} {method:14s} {time.perf_counter() - t0:.1f} s",
                   flush=True)  # fmt: skip
     return {
@@ -243,7 +244,8 @@ def markdown(df: pd.DataFrame, leaked: set[tuple[str, str]] = frozenset()) -> st
     head = ["task", "metric", *map(str, df.columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (task, metric), row in df.iterrows():
-        cells = [(f"{v:.3f}" + (" †" if (task, col) in leaked else "")) if pd.notna(v) else ""
+        cells = [(f"{v:.3f}" + (" †" if (task, str(col).removesuffix(" best block"))
+                                 in leaked else "")) if pd.notna(v) else ""
                  for col, v in row.items()]  # fmt: skip
         lines.append("| " + " | ".join([str(task), str(metric), *cells]) + " |")
     return "\n".join(lines) + "\n"
@@ -266,12 +268,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--md", type=Path, help="write the table as markdown here")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                    help="tabulate saved results instead of running (several are merged)")
     return ap.parse_args(argv)
+
+
+def merge(paths: Sequence[Path]) -> dict[str, Any]:
+    """Several saved runs (e.g. tasks scored in two sessions) as one result."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    out = dict(runs[0])
+    out["results"] = [r for run in runs for r in run["results"]]
+    for key in ("models", "leave_source_out"):
+        out[key] = {k: v for run in runs for k, v in run.get(key, {}).items()}
+    out["merged_from"] = [str(p) for p in paths]
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    res = run(args)
+    res = merge(args.merge) if args.merge else run(args)
     df, leaked = table(res)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.round(3).to_string())
