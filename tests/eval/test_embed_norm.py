@@ -133,3 +133,30 @@ def test_cli_options(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     args = parser.parse_args([*base, "--norm-stats", str(norm_path(out)), "--norm", "image"])
     with pytest.raises(BadInputError, match="drop one of them"):
         args.func(args)
+
+
+def test_mixed_channel_counts_are_batched_by_count_and_written_in_input_order(
+        tmp_path: Path) -> None:  # fmt: skip
+    import pandas as pd
+    import tifffile
+
+    from biofm.eval.embed_run import by_channel_count
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, c in enumerate([1, 3, 1, 2, 3, 1]):
+        path = tmp_path / f"im{i}.tif"
+        tifffile.imwrite(path, rng.integers(0, 4000, (c, 64, 64), dtype=np.uint16))
+        rows.append({"id": f"im{i}", "paths": str(path),
+                     "channels": ";".join(["DAPI", "actin", "tubulin"][:c])})
+    df = pd.DataFrame(rows)
+    assert list(by_channel_count(df)["id"]) == ["im0", "im2", "im5", "im3", "im1", "im4"]
+    df.to_csv(tmp_path / "m.csv", index=False)
+    s = embed_path(_model(), tmp_path / "m.csv", tmp_path / "e.parquet", CFG,
+                   norm=NormSpec(scope="image"))  # fmt: skip
+    emb, meta = read_embeddings(s.out)
+    assert list(meta["id"]) == [r["id"] for r in rows]
+    one = embed_path(_model(), tmp_path / "m.csv", tmp_path / "one.parquet",
+                     EmbedConfig(tile=64, input_size=32, batch_size=1, progress=False),
+                     norm=NormSpec(scope="image"))  # fmt: skip
+    np.testing.assert_allclose(read_embeddings(one.out)[0], emb, atol=1e-5)
