@@ -36,11 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from biofm.data.norm_fit import fit_sample_stats
 from biofm.data.norm_stats import NormStats
-from biofm.eval.baselines import PixelPCA, handcrafted_features, untrained_like
-from biofm.eval.sample_embed import embed_samples, model_input_size, sample_group
+from biofm.eval.baselines import untrained_like
 from biofm.eval.tasks import Task, bbbc021_condition, build_tasks
 from biofm.release import load_model
-from tasks import score
+from tasks import features, score
 
 SCOPES = ("image", "source", "source_controls", "reference")
 
@@ -57,21 +56,6 @@ def scope_stats(task: Task, scope: str) -> NormStats | str | None:
             return "n/a"
         controls = [t == "DMSO" for t in task.target]
     return fit_sample_stats(task.images, "source", group_by="plate", mask=controls)
-
-
-def features(method: str, task: Task, stats: NormStats | None, models: dict[str, Any]
-             ) -> np.ndarray:  # fmt: skip
-    ranges = [None if stats is None else stats.ranges(s.channels, sample_group(s, stats))
-              for s in task.images]  # fmt: skip
-    if method == "handcrafted":
-        return np.stack([handcrafted_features(s.pixels, ranges=r)
-                         for s, r in zip(task.images, ranges, strict=True)])  # fmt: skip
-    pixels = [s.pixels for s in task.images]
-    if method == "pixel_pca":
-        return PixelPCA(32, 32).fit(pixels, ranges).transform(pixels, ranges)
-    model = models[method]
-    return embed_samples(model, task.images, input_size=model_input_size(model),
-                         norm_stats=stats)  # fmt: skip
 
 
 def load_tasks(shared: Path, seed: int, most: int | None) -> list[Task]:
@@ -97,7 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
-                    x = features(method, task, stats, models)
+                    x = features(method, task, models, stats)[""]
                 for metric, value in score(task, x, args.seed).items():
                     rows.append({"task": task.name, "scope": scope, "method": method,
                                  "metric": metric, "value": value, "n": len(task.images)})

@@ -68,15 +68,20 @@ def features(method: str, task: Task, models: dict[str, Any], stats: NormStats |
              blocks: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
     """{"": (N, D)} features of the task's images by ``method`` (plus {"block k": ...} per
     block of an encoder when ``blocks``); every method sees the same normalisation."""
+    if method not in ("handcrafted", "pixel_pca"):
+        return encoder_features(models[method], task, stats, blocks)
     ranges = [None if stats is None else stats.ranges(s.channels, sample_group(s, stats))
               for s in task.images]  # fmt: skip
     pixels = [s.pixels for s in task.images]
     if method == "handcrafted":
         return {"": np.stack([handcrafted_features(p, ranges=r)
                               for p, r in zip(pixels, ranges, strict=True)])}  # fmt: skip
-    if method == "pixel_pca":
-        return {"": PixelPCA(32, 32).fit(pixels, ranges).transform(pixels, ranges)}
-    model = models[method]
+    return {"": PixelPCA(32, 32).fit(pixels, ranges).transform(pixels, ranges)}
+
+
+def encoder_features(model: Any, task: Task, stats: NormStats | None, blocks: bool
+                     ) -> dict[str, np.ndarray]:  # fmt: skip
+    """An encoder's pooled embedding (and per-block features) of the task's images."""
     size = model_input_size(model)
     out = {"": embed_samples(model, task.images, input_size=size, norm_stats=stats)}
     if blocks and hasattr(model, "forward_intermediates"):

@@ -113,6 +113,9 @@ def test_resume_reuses_the_saved_statistics(manifest: Path, tmp_path: Path) -> N
     with pytest.raises(Interrupt):
         embed_path(model, manifest, out, CFG, chunk_images=2)
     assert (work_dir(out) / "norm_stats.json").is_file()
+    with pytest.raises(BadInputError, match="different settings"):  # other fit rows: refused
+        embed_path(_model(), manifest, out, CFG, chunk_images=2,
+                   norm=NormSpec(fit_on="compound=DMSO"))  # fmt: skip
     done = embed_path(copy.deepcopy(_model()), manifest, out, CFG, chunk_images=2)
     assert done.n_resumed == 4
     np.testing.assert_allclose(read_embeddings(out)[0], read_embeddings(ref.out)[0], atol=1e-6)

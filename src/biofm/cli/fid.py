@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         real_src, n_real = image_source(args.real, args.pattern)
         protocol = fit_protocol(real_src(), cfg, n_real)
         if args.norm_stats:
-            protocol = _with_stats(protocol, args.norm_stats, args.norm_group, card, sha)
+            protocol = _with_stats(protocol, args.norm_stats, args.norm_group, sha)
     meta = metadata(sha, protocol)
     if needs_real:
         real_src, _ = image_source(args.real, args.pattern)
@@ -230,8 +230,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_stats(protocol: Protocol, path: str, group: str | None, card: dict[str, Any],
-                sha: str) -> Protocol:  # fmt: skip
+def _with_stats(protocol: Protocol, path: str, group: str | None, sha: str) -> Protocol:
     """``protocol`` with the per-channel (lo, hi) of saved statistics."""
     from dataclasses import replace
 

@@ -204,13 +204,17 @@ def embed_path(
     df, root = _load_inputs(Path(source), pattern)
     wanted = resolve_block_spec(model, blocks) or []
     work = work_dir(out)
-    norm_cfg, stats = _input_norm(model, df, root, norm or NormSpec(), work, restart)
+    spec = norm or NormSpec()
+    norm_cfg, stats = _input_norm(model, df, root, spec, work, restart)
     settings = {
         "tile": cfg.tile,
         "input_size": cfg.input_size,
         "max_tiles": cfg.max_tiles,
         "normalize": asdict(norm_cfg),
         "norm_stats": stats.to_dict() if stats else None,
+        # what was asked for: a resumed run reuses its saved statistics, so changed options
+        # must show here to be refused
+        "norm_request": [spec.scope, spec.group_by, spec.fit_on, spec.stats_file is not None],
         "blocks": wanted,
     }
     state = {
@@ -268,7 +272,6 @@ def _input_norm(model: nn.Module, df: pd.DataFrame, root: Path | None, spec: Nor
     saved = work / NORM_FILE
     if not restart and spec.stats_file is None and saved.is_file() and spec.scope != "image":
         spec = NormSpec(stats_file=saved)
-        card = {**card, "weights_sha256": None}
     cfg, stats = stats_for_input(df, card, scope=spec.scope, group_by=spec.group_by,
                                  fit_on=spec.fit_on, stats_file=spec.stats_file, root=root)
     if stats is not None:
