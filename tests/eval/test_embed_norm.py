@@ -163,3 +163,21 @@ def test_mixed_channel_counts_are_batched_by_count_and_written_in_input_order(
                      EmbedConfig(tile=64, input_size=32, batch_size=1, progress=False),
                      norm=NormSpec(scope="image"))  # fmt: skip
     np.testing.assert_allclose(read_embeddings(one.out)[0], emb, atol=1e-5)
+
+
+def test_statistics_for_other_channels_refused_up_front_for_unnamed_files(
+        tmp_path: Path) -> None:  # fmt: skip
+    """A folder of files without channel names: the names the files give are checked before
+    any image is embedded."""
+    import tifffile
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        tifffile.imwrite(folder / f"c{i}.tif", _cell(1.0, i))
+    other = fit_sample_stats([Sample(_cell(1.0, 0), ["GFP", "mCherry"])], "reference")
+    other.save(tmp_path / "other.json")
+    out = tmp_path / "e.parquet"
+    with pytest.raises(BadInputError, match="'unknown' has no normalisation statistics"):
+        embed_path(_model(), folder, out, CFG, norm=NormSpec(stats_file=tmp_path / "other.json"))
+    assert not work_dir(out).exists()

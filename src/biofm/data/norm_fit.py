@@ -41,8 +41,8 @@ def resolve_group_column(df: pd.DataFrame, group_by: str | None) -> str | None:
         raise BadInputError(
             f"the group column {group_by!r} is not in the manifest (columns: "
             f"{', '.join(map(str, df.columns))})",
-            "name an existing column with --norm-by (e.g. plate), or use --norm reference "
-            "for one set of statistics over all images",
+            "name an existing column with --norm-by, or leave it out (plate, source or study "
+            "when there is one), or use --norm reference for one set over all images",
         )
     return group_by
 
@@ -125,7 +125,7 @@ def stats_for_input(
         stats = NormStats.load(stats_file)
         stats.check_for(card, card.get("weights_sha256"))
         cfg = dataclasses.replace(base, scope=stats.scope, group_by=stats.group_by or "auto")
-        check_channels(df, stats, str(stats_file))
+        check_channels(df, stats, str(stats_file), root)
         return cfg, stats
     cfg = dataclasses.replace(base, scope=scope or "source", group_by=group_by or "auto")
     if cfg.scope == "image":
@@ -134,14 +134,23 @@ def stats_for_input(
     return dataclasses.replace(cfg, group_by=stats.group_by or "auto"), stats
 
 
-def check_channels(df: pd.DataFrame, stats: NormStats, where: str) -> None:
+def check_channels(df: pd.DataFrame, stats: NormStats, where: str,
+                   root: Path | None = None) -> None:  # fmt: skip
     """Refuse a statistics file that lacks a channel of the input (checked on the distinct
     channel lists of the manifest, before any image is embedded)."""
     if "channels" not in df.columns:
         return
     lookup = {n: (0.0, 0.0, 0) for n in stats.channels}
-    for text in df["channels"].dropna().astype(str).unique():
-        for name in (n for n in text.split(SEP) if n):
+    texts = df["channels"].fillna("").astype(str)
+    named = [[n for n in t.split(SEP) if n] for t in texts.unique() if t]
+    if (texts == "").any():  # names from the files themselves: read the first such image
+        row = records(df[(texts == "").to_numpy()].head(1))[0]
+        try:
+            named.append(list(IoLoader(root)(row).channels))
+        except LOAD_ERRORS:
+            pass  # an unreadable image is skipped and reported when embedding
+    for names in named:
+        for name in names:
             match_channel(name, lookup, where)
 
 
