@@ -9,6 +9,7 @@ skipped (they are counted and logged).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -145,10 +146,8 @@ def check_channels(df: pd.DataFrame, stats: NormStats, where: str,
     named = [[n for n in t.split(SEP) if n] for t in texts.unique() if t]
     if (texts == "").any():  # names from the files themselves: read the first such image
         row = records(df[(texts == "").to_numpy()].head(1))[0]
-        try:
+        with contextlib.suppress(*LOAD_ERRORS):  # unreadable: skipped and reported later
             named.append(list(IoLoader(root)(row).channels))
-        except LOAD_ERRORS:
-            pass  # an unreadable image is skipped and reported when embedding
     for names in named:
         for name in names:
             match_channel(name, lookup, where)
